@@ -1,0 +1,33 @@
+# Every target sets itself up: a fresh clone needs nothing but python3 (3.11+) and make.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PREP := $(VENV)/bin/kohaku-prep
+INSTALLED := $(VENV)/.installed
+
+SAMPLE := build/sample
+SAMPLE_DATASET := build/sample-dataset
+# Epsilon's quotas scaled to the sample (~650 posts in [0, 2M), ~980 in [2M, 5M)), and
+# id-range folders wide enough for its sparse ids
+SAMPLE_QUOTAS := selection.pools.0.take=320 selection.pools.1.take=650 output.ids_per_folder=1000000
+
+.PHONY: setup dataset test clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(INSTALLED)
+
+dataset: $(INSTALLED)
+	$(PREP) sample $(SAMPLE)
+	$(PREP) dataset --preset epsilon --metadata $(SAMPLE)/metadata/flat --images $(SAMPLE)/images \
+		--out $(SAMPLE_DATASET) --force $(SAMPLE_QUOTAS)
+
+test: $(INSTALLED)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf build

@@ -1,0 +1,103 @@
+"""The `kohaku-prep` command: the only module that talks to the user."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from kohaku_prep.errors import PrepError
+from kohaku_prep.preset import find_preset, resolve, shipped_presets
+
+
+def _echo(text: str) -> None:
+    click.echo(text, err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PrepError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="kohaku-prep")
+def main() -> None:
+    """Danbooru2023 metadata to a Kohaku XL Epsilon training run of sd-scripts."""
+
+
+def _resolve(preset: str, config: str | None, overrides: tuple[str, ...], **paths: str | None):
+    flags = [f"{key}={json.dumps(value)}" for key, value in paths.items() if value is not None]
+    resolved = resolve(find_preset(preset), Path(config) if config else None, [*flags, *overrides])
+    for line in resolved.overrides:
+        _echo(line)
+    return resolved
+
+
+_preset_option = click.option("--preset", default="epsilon", show_default=True,
+                              help="A shipped preset's name or a preset file.")
+_config_option = click.option("--config", type=click.Path(dir_okay=False),
+                              help="Your own TOML file, layered over the preset.")
+
+
+@main.command()
+@_preset_option
+@_config_option
+@click.option("--metadata", help="Parquet metadata: a file, a folder of shards, or post/tag/posttagrelation.")
+@click.option("--images", help="danbooru2023 tar shards, or a folder of <id>.<ext> files.")
+@click.option("--out", help="The dataset folder to create.")
+@click.option("--force", is_flag=True, help="Replace an existing dataset or discard an unfinished other build.")
+@click.argument("overrides", nargs=-1)
+def dataset(preset, config, metadata, images, out, force, overrides) -> None:
+    """Build a captioned dataset and its sd-scripts dataset TOML.
+
+    OVERRIDES are key=value settings over the preset, e.g. selection.seed=7 or selection.pools.0.take=500.
+    """
+    from kohaku_prep import build, dataset_files
+
+    resolved = _resolve(preset, config, overrides, **{
+        "input.metadata": metadata, "input.images": images, "output.dir": out})
+    if not resolved.preset.output.dir:
+        raise PrepError("set output.dir (--out DIR)")
+    build.check_output(Path(resolved.preset.output.dir), force)
+    plan = build.plan_dataset(resolved.preset, _echo)
+    summary = build.write_dataset(plan, resolved, force, _echo)
+    from kohaku_prep.selection import Stage
+    _echo("\n".join(dataset_files.stage_lines([Stage(**s) for s in summary["stages"]])))
+    _echo(f"dataset: {summary['images']['written']:,} images with captions in "
+          f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--posts", default=2400, show_default=True, help="How many posts to generate.")
+@click.option("--seed", default=20240421, show_default=True)
+def sample(folder, posts, seed) -> None:
+    """Generate the embedded sample: metadata in both shapes and tiny images in tar shards."""
+    from kohaku_prep import sample as sample_module
+
+    counts = sample_module.generate(Path(folder), posts, seed)
+    _echo(f"sample: {counts['posts']:,} posts, {counts['shards']} tar shards, "
+          f"{counts['images_missing']} image(s) left out of the archive, in {folder}")
+
+
+@main.command()
+def presets() -> None:
+    """List the shipped presets."""
+    for path in shipped_presets():
+        first = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+        click.echo(f"{path.stem:<16} {first}")
+
+
+@main.command()
+@click.argument("preset_file")
+@_config_option
+@click.argument("overrides", nargs=-1)
+def validate(preset_file, config, overrides) -> None:
+    """Check a preset (with optional layers and overrides) and print it resolved."""
+    resolved = _resolve(preset_file, config, overrides)
+    click.echo(resolved.to_toml(), nl=False)

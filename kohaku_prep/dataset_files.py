@@ -1,0 +1,95 @@
+"""What a built dataset holds besides images and captions: layout, dataset TOML, manifest, report.
+
+Pure builders: each returns text or a table; the build runner writes them.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kohaku_prep.captions import KEEP_SEPARATOR, QUALITY_TAGS, RATING_TAGS
+from kohaku_prep.metadata import RATING_NAMES
+from kohaku_prep.preset import DatasetSection
+from kohaku_prep.selection import Stage
+from kohaku_prep.tomlout import dumps
+
+CAPTION_EXTENSION = ".txt"  # sd-scripts' default is ".caption": left implicit it would train uncaptioned
+IMAGES_DIR = "images"
+
+
+def folder_of(post_id: int, ids_per_folder: int) -> str:
+    """Subset folder of a post: its id range, so a post's place never depends on what else is selected."""
+    return f"{IMAGES_DIR}/{post_id // ids_per_folder:05d}"
+
+
+def dataset_toml(ds: DatasetSection, image_dirs: list[Path], header: str = "") -> str:
+    """The --dataset_config TOML: shared caption settings in [general], one subset per folder.
+
+    Types follow sd-scripts' validator: float keys get floats, resolution an integer.
+    """
+    general = {
+        "caption_extension": CAPTION_EXTENSION,
+        "keep_tokens_separator": KEEP_SEPARATOR,
+        "shuffle_caption": ds.shuffle_caption,
+        "caption_tag_dropout_rate": float(ds.caption_tag_dropout_rate),
+        "num_repeats": ds.num_repeats,
+    }
+    dataset = {
+        "resolution": ds.resolution,
+        "enable_bucket": ds.enable_bucket,
+        "min_bucket_reso": ds.min_bucket_reso,
+        "max_bucket_reso": ds.max_bucket_reso,
+        "bucket_reso_steps": ds.bucket_reso_steps,
+        "batch_size": ds.batch_size,
+        "subsets": [{"image_dir": str(d)} for d in image_dirs],
+    }
+    return dumps({"general": general, "datasets": [dataset]}, header)
+
+
+MANIFEST_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("image", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("caption", pa.large_string()),
+])
+
+
+def _table_lines(title: str, counts: Counter, order: list[str]) -> list[str]:
+    total = sum(counts.values()) or 1
+    lines = [f"## {title}", "", "| | images | share |", "|---|---:|---:|"]
+    for name in order:
+        if counts.get(name):
+            lines.append(f"| {name} | {counts[name]:,} | {100 * counts[name] / total:.1f}% |")
+    return lines + [""]
+
+
+def _none_named(counts: Counter) -> Counter:
+    return Counter({("(none)" if k is None else k): n for k, n in counts.items()})
+
+
+def stage_lines(stages: list[Stage]) -> list[str]:
+    width = max(len(s.name) for s in stages)
+    lines = [f"{'stage':<{width}}  {'kept':>11}  {'dropped':>11}  note"]
+    for s in stages:
+        lines.append(f"{s.name:<{width}}  {s.kept:>11,}  {s.dropped:>11,}  {s.note}".rstrip())
+    return lines
+
+
+def value_counts(values: pa.Array) -> Counter:
+    """Counts of each value, nulls under None."""
+    return Counter({row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()})
+
+
+def report_markdown(stages: list[Stage], ratings: Counter, years: Counter, qualities: Counter,
+                    tag_counts: list[tuple[str, int]], failures: dict[str, int]) -> str:
+    lines = ["# Dataset report", "", "## Selection", "", "```", *stage_lines(stages), "```", ""]
+    if failures:
+        lines += ["## Images not written", ""] + [f"- {why}: {n:,}" for why, n in sorted(failures.items())] + [""]
+    rating_names = [f"{n} ({t})" for n, t in zip(RATING_NAMES, RATING_TAGS)]
+    lines += _table_lines("Rating", Counter({rating_names[r]: n for r, n in ratings.items()}), rating_names)
+    lines += _table_lines("Quality tag", _none_named(qualities), list(reversed(QUALITY_TAGS)) + ["(none)"])
+    lines += _table_lines("Year tag", _none_named(years), ["old", "early", "mid", "recent", "newest", "(none)"])
+    lines += ["## Most frequent tags", "", "| tag | posts |", "|---|---:|"]
+    lines += [f"| {tag.replace('|', chr(92) + '|')} | {n:,} |" for tag, n in tag_counts] + [""]
+    return "\n".join(lines)

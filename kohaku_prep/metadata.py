@@ -1,0 +1,266 @@
+"""Read danbooru2023 Parquet metadata, flat or normalized, column-wise.
+
+Posts come back as one Arrow table with normalized columns; tags are read afterwards, only for the
+posts that were selected, as flat rows (post, category, name) in each post's stored order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kohaku_prep.errors import PrepError
+
+# Internal tag categories, in the order a caption's head lists them after the SPECIAL tags.
+GENERAL, CHARACTER, COPYRIGHT, ARTIST, META = range(5)
+CATEGORY_NAMES = ("general", "character", "copyright", "artist", "meta")
+FLAT_TAG_COLUMNS = {f"tag_string_{name}": code for code, name in enumerate(CATEGORY_NAMES)}
+# HakuBooru's tag.type numbering, which is not danbooru's own.
+NORMALIZED_TAG_TYPES = {0: GENERAL, 1: ARTIST, 2: CHARACTER, 3: COPYRIGHT, 4: META}
+
+RATING_LETTERS = {
+    "danbooru": {"g": 0, "s": 1, "q": 2, "e": 3},
+    "danbooru-pre2022": {"s": 0, "q": 2, "e": 3},  # before May 2022 `s` meant safe
+}
+RATING_NAMES = ("general", "sensitive", "questionable", "explicit")
+
+# column -> accepted Arrow type families
+_INT, _STR, _BOOL, _TIME = "integer", "string", "boolean or 0/1 integer", "string or timestamp"
+POST_COLUMNS = {
+    "id": _INT, "created_at": _TIME, "rating": "string or integer", "fav_count": _INT,
+    "file_ext": _STR, "is_deleted": _BOOL, "is_banned": _BOOL, "md5": _STR,
+}
+OPTIONAL_POST_COLUMNS = {"file_url": _STR}
+
+
+def _type_ok(kind: str, tp: pa.DataType) -> bool:
+    is_int = pa.types.is_integer(tp)
+    is_str = pa.types.is_string(tp) or pa.types.is_large_string(tp)
+    return {
+        _INT: is_int,
+        _STR: is_str or pa.types.is_null(tp),
+        _BOOL: pa.types.is_boolean(tp) or is_int,
+        _TIME: is_str or pa.types.is_timestamp(tp),
+        "string or integer": is_str or is_int,
+    }[kind]
+
+
+def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict = {}) -> None:
+    for name, kind in {**required, **optional}.items():
+        if name not in schema.names:
+            if name in required:
+                raise PrepError(f"{path}: missing column '{name}' ({kind})")
+            continue
+        tp = schema.field(name).type
+        if not _type_ok(kind, tp):
+            raise PrepError(f"{path}: column '{name}' has type {tp}, expected {kind}")
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PrepError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.glob("*.parquet") if p.is_file())
+    if not files:
+        raise PrepError(f"{path}: no .parquet files found")
+    return files
+
+
+@dataclass
+class TagRows:
+    """One row per (post, tag), grouped by post in selected-id order, each post's tags in stored order."""
+
+    post_index: np.ndarray  # int64, index into the selected ids
+    category: np.ndarray  # int8, GENERAL..META
+    names: pa.DictionaryArray  # raw tag names (underscores kept)
+
+
+@dataclass
+class Metadata:
+    shape: str  # "flat" or "normalized"
+    post_files: list[Path]
+    tag_file: Path | None = None
+    relation_files: list[Path] | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return self.post_files + ([self.tag_file] if self.tag_file else []) + (self.relation_files or [])
+
+
+def locate(path: Path, shape: str = "auto") -> Metadata:
+    """Find the metadata files under `path` and decide their shape."""
+    if not path.exists():
+        raise PrepError(f"{path}: metadata not found")
+    parts = {}
+    if path.is_dir():
+        for name in ("post", "tag", "posttagrelation"):
+            if (path / f"{name}.parquet").is_file():
+                parts[name] = [path / f"{name}.parquet"]
+            elif (path / name).is_dir():
+                parts[name] = _parquet_files(path / name)
+    normalized = len(parts) == 3
+    if shape == "normalized" and not normalized:
+        raise PrepError(f"{path}: normalized metadata needs post, tag and posttagrelation .parquet files")
+    if shape == "normalized" or (shape == "auto" and normalized):
+        if len(parts["tag"]) != 1:
+            raise PrepError(f"{path}: expected one tag.parquet, found {len(parts['tag'])} files")
+        return Metadata("normalized", parts["post"], parts["tag"][0], parts["posttagrelation"])
+    return Metadata("flat", _parquet_files(path))
+
+
+def read_posts(meta: Metadata, rating_scheme: str) -> pa.Table:
+    """id, created_at, rating (int8 0..3), fav_count, file_ext, is_deleted, is_hidden; sorted by id."""
+    tables = []
+    for path in meta.post_files:
+        pf = _open(path)
+        schema = pf.schema_arrow
+        required = POST_COLUMNS if meta.shape == "normalized" else {**POST_COLUMNS, **{
+            c: _STR for c in FLAT_TAG_COLUMNS}}
+        _check_columns(path, schema, required, OPTIONAL_POST_COLUMNS)
+        columns = [c for c in {**POST_COLUMNS, **OPTIONAL_POST_COLUMNS} if c in schema.names]
+        try:
+            table = pf.read(columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise PrepError(f"{path}: cannot read ({exc})") from None
+        tables.append(_normalize_posts(path, table, rating_scheme))
+    posts = pa.concat_tables(tables).combine_chunks()
+    if posts.num_rows == 0:
+        raise PrepError(f"{meta.post_files[0]}: the metadata holds no posts")
+    posts = posts.take(pc.sort_indices(posts["id"]))
+    ids = posts["id"].to_numpy()
+    dup = np.flatnonzero(ids[1:] == ids[:-1])
+    if dup.size:
+        raise PrepError(f"post id {ids[dup[0]]} appears more than once in the metadata "
+                        f"({dup.size} duplicate id(s) in all)")
+    return posts
+
+
+def _as_bool(path: Path, col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    if col.null_count:
+        raise PrepError(f"{path}: column '{name}' has {col.null_count} null value(s)")
+    return col if pa.types.is_boolean(col.type) else pc.not_equal(col, 0)
+
+
+def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str) -> pa.Table:
+    for name in ("id", "fav_count"):
+        if t[name].null_count:
+            raise PrepError(f"{path}: column '{name}' has {t[name].null_count} null value(s)")
+    hidden = _as_bool(path, t["is_banned"], "is_banned")
+    for name in ("md5", "file_url"):
+        if name in t.column_names:
+            missing = pc.fill_null(pc.equal(pc.utf8_length(t[name].cast(pa.string())), 0), True)
+            hidden = pc.or_(hidden, missing)
+    return pa.table({
+        "id": t["id"].cast(pa.int64()),
+        "created_at": t["created_at"],
+        "rating": _ratings(path, t["rating"], rating_scheme),
+        "fav_count": t["fav_count"].cast(pa.int64()),
+        "file_ext": pc.utf8_lower(pc.fill_null(t["file_ext"].cast(pa.string()), "")),
+        "is_deleted": _as_bool(path, t["is_deleted"], "is_deleted"),
+        "is_hidden": hidden,
+    })
+
+
+def _ratings(path: Path, col: pa.ChunkedArray, scheme: str) -> pa.Array:
+    col = col.combine_chunks()
+    if pa.types.is_integer(col.type):
+        values = col.cast(pa.int64())
+        bad = pc.invert(pc.fill_null(pc.and_(pc.greater_equal(values, 0), pc.less_equal(values, 3)), False))
+    else:
+        letters = RATING_LETTERS[scheme]
+        keys = pa.array(list(letters))
+        idx = pc.index_in(pc.utf8_lower(col.cast(pa.string())), value_set=keys)
+        values = pa.array(list(letters.values()), pa.int64()).take(idx)
+        bad = pc.is_null(idx)
+    if pc.any(bad).as_py():
+        first = col.filter(bad)[0].as_py()
+        raise PrepError(f"{path}: column 'rating' has {pc.sum(bad).as_py()} unknown value(s), "
+                        f"first {first!r} (rating scheme '{scheme}')")
+    return values.cast(pa.int8())
+
+
+def read_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
+    """Tag rows of the posts `ids` (sorted, unique)."""
+    if meta.shape == "flat":
+        return _read_flat_tags(meta, ids)
+    return _read_normalized_tags(meta, ids)
+
+
+_BATCH_ROWS = 1 << 18
+
+
+def _read_flat_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
+    wanted = pa.array(ids)
+    parts_index, parts_category, parts_names = [], [], []
+    for path in meta.post_files:
+        pf = _open(path)
+        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS]):
+            batch = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
+            if batch.num_rows == 0:
+                continue
+            rows = np.searchsorted(ids, batch.column("id").to_numpy())
+            for column, category in FLAT_TAG_COLUMNS.items():
+                lists = pc.split_pattern(pc.fill_null(batch.column(column), ""), " ")
+                names = pc.list_flatten(lists)
+                parents = pc.list_parent_indices(lists).to_numpy()
+                keep = pc.not_equal(names, "")  # blank tags from repeated spaces
+                parts_names.append(names.filter(keep))
+                parts_index.append(rows[parents[keep.to_numpy(zero_copy_only=False)]])
+                parts_category.append(np.full(len(parts_index[-1]), category, np.int8))
+    if not parts_names:
+        return TagRows(np.zeros(0, np.int64), np.zeros(0, np.int8),
+                       pa.array([], pa.string()).dictionary_encode())
+    names = pa.chunked_array(parts_names, pa.string()).combine_chunks().dictionary_encode()
+    return TagRows(np.concatenate(parts_index).astype(np.int64), np.concatenate(parts_category), names)
+
+
+def _read_normalized_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
+    tag_pf = _open(meta.tag_file)
+    _check_columns(meta.tag_file, tag_pf.schema_arrow, {"id": _INT, "name": _STR, "type": _INT})
+    tags = tag_pf.read(columns=["id", "name", "type"]).combine_chunks()
+    tag_types = tags["type"].to_numpy(zero_copy_only=False)
+    unknown = ~np.isin(tag_types, list(NORMALIZED_TAG_TYPES))
+    if unknown.any():
+        raise PrepError(f"{meta.tag_file}: tag type {tag_types[unknown][0]} is not one of 0..4 "
+                        "(0 general, 1 artist, 2 character, 3 copyright, 4 meta)")
+    category_of_type = np.zeros(max(NORMALIZED_TAG_TYPES) + 1, np.int8)
+    for tag_type, category in NORMALIZED_TAG_TYPES.items():
+        category_of_type[tag_type] = category
+    tag_category = category_of_type[tag_types]
+
+    wanted = pa.array(ids)
+    post_rows, order_keys, tag_rows = [], [], []
+    for path in meta.relation_files:
+        pf = _open(path)
+        _check_columns(path, pf.schema_arrow, {"id": _INT, "post_id": _INT, "tag_id": _INT})
+        for batch in pf.iter_batches(batch_size=_BATCH_ROWS * 8, columns=["id", "post_id", "tag_id"]):
+            batch = batch.filter(pc.is_in(batch.column("post_id"), value_set=wanted))
+            if batch.num_rows == 0:
+                continue
+            tag_index = pc.index_in(batch.column("tag_id"), value_set=tags["id"])
+            if tag_index.null_count:
+                missing = batch.column("tag_id").filter(pc.is_null(tag_index))[0].as_py()
+                raise PrepError(f"{path}: tag id {missing} is not in {meta.tag_file.name}")
+            post_rows.append(np.searchsorted(ids, batch.column("post_id").to_numpy()))
+            order_keys.append(batch.column("id").to_numpy())
+            tag_rows.append(tag_index.to_numpy())
+    if not post_rows:
+        return TagRows(np.zeros(0, np.int64), np.zeros(0, np.int8),
+                       pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), tags["name"]))
+    post_index = np.concatenate(post_rows)
+    tag_index = np.concatenate(tag_rows)
+    # a post's tag order is its relation rows' order
+    order = np.lexsort((np.concatenate(order_keys), post_index))
+    post_index, tag_index = post_index[order], tag_index[order]
+    names = pa.DictionaryArray.from_arrays(pa.array(tag_index.astype(np.int32)), tags["name"])
+    return TagRows(post_index.astype(np.int64), tag_category[tag_index], names)

@@ -1,0 +1,343 @@
+"""Typed, strict presets: package defaults < preset file < user file < key=value overrides.
+
+Every layer is checked against the schema below; every problem (unknown key, wrong type, bad
+value) is collected with the file it came from, and all of them are reported together.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kohaku_prep.errors import PrepError
+from kohaku_prep.tomlout import dumps
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+@dataclass
+class InputSection:
+    metadata: str = ""  # a Parquet file, a folder of shards, or a normalized post/tag/posttagrelation folder
+    images: str = ""  # danbooru2023 tar shards (searched recursively) or a folder of <id>.<ext> files
+    shape: Literal["auto", "flat", "normalized"] = "auto"
+    # danbooru's `s` meant *safe* until about May 2022; such dumps need "danbooru-pre2022"
+    rating_scheme: Literal["danbooru", "danbooru-pre2022"] = "danbooru"
+
+
+@dataclass
+class Pool:
+    start: int = 0
+    end: int | None = None  # exclusive; omitted means no upper bound
+    take: int | Literal["all"] = "all"
+
+
+@dataclass
+class SelectionSection:
+    seed: int = 0
+    pools: list[Pool] = field(default_factory=lambda: [Pool()])
+
+
+@dataclass
+class FiltersSection:
+    drop_deleted: bool = True
+    drop_hidden: bool = True  # is_banned, or md5/file_url null: only Gold accounts could see the file
+    image_extensions: list[str] = field(default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp"])
+
+
+@dataclass
+class CaptionSection:
+    quality: Literal["epsilon", "percentiles", "none"] = "percentiles"
+    quality_max_id: int | None = None  # posts above this id get no quality tag
+    year_quirks: bool = False  # HakuBooru's: unparseable or pre-2005 -> "early", 2025+ -> none
+
+
+@dataclass
+class OutputSection:
+    dir: str = ""
+    ids_per_folder: int = 10_000  # sd-scripts does not recurse; one subset folder per id range
+    workers: int = 2
+
+
+@dataclass
+class DatasetSection:
+    """Values of the sd-scripts dataset TOML (caption_extension and keep_tokens_separator are fixed)."""
+
+    resolution: int = 1024
+    enable_bucket: bool = True
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 4096
+    bucket_reso_steps: int = 64
+    batch_size: int = 4
+    num_repeats: int = 1
+    shuffle_caption: bool = True
+    caption_tag_dropout_rate: float = 0.0
+
+
+@dataclass
+class Preset:
+    input: InputSection = field(default_factory=InputSection)
+    selection: SelectionSection = field(default_factory=SelectionSection)
+    filters: FiltersSection = field(default_factory=FiltersSection)
+    caption: CaptionSection = field(default_factory=CaptionSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+
+
+# ---------------------------------------------------------------- layering
+
+@dataclass
+class Layer:
+    name: str  # a file path, or "override"
+    data: dict[str, Any]
+
+
+def read_layer(path: Path) -> Layer:
+    try:
+        with open(path, "rb") as fh:
+            return Layer(str(path), tomllib.load(fh))
+    except FileNotFoundError:
+        raise PrepError(f"{path}: no such preset file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PrepError(f"{path}: not valid TOML: {exc}") from None
+
+
+def find_preset(name_or_path: str) -> Path:
+    """A shipped preset by name (`epsilon`) or any TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    shipped = PRESET_DIR / f"{name_or_path}.toml"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(p.stem for p in shipped_presets())
+    raise PrepError(f"no preset named '{name_or_path}' (shipped: {names})")
+
+
+def shipped_presets() -> list[Path]:
+    return sorted(PRESET_DIR.rglob("*.toml"))
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """`selection.pools.0.take=500` -> (["selection", "pools", 0, "take"], 500)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise PrepError(f"override '{text}': expected key=value, e.g. selection.seed=7")
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare words and paths are strings
+    return path, value
+
+
+def dotted(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _merge(into: dict, data: dict, source: str, sources: dict[str, str], prefix: list) -> None:
+    for key, value in data.items():
+        path = prefix + [key]
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, source, sources, path)
+        else:
+            into[key] = value
+            _record_sources(value, path, source, sources)
+
+
+def _record_sources(value: Any, path: list, source: str, sources: dict[str, str]) -> None:
+    sources[dotted(path)] = source
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record_sources(v, path + [k], source, sources)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _record_sources(v, path + [i], source, sources)
+
+
+def _apply_override(data: dict, path: list[str | int], value: Any) -> Any:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise PrepError(f"override {dotted(path)}: no element {part} in {dotted(path[:i])}")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise PrepError(f"override {dotted(path)}: {dotted(path[:i])} is not a table")
+            node = node.setdefault(part, [] if isinstance(nxt, int) else {})
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise PrepError(f"override {dotted(path)}: no element {last}")
+        old, node[last] = node[last], value
+    else:
+        if not isinstance(node, dict):
+            raise PrepError(f"override {dotted(path)}: {dotted(path[:-1])} is not a table")
+        old, node[last] = node.get(last), value
+    return old
+
+
+@dataclass
+class Resolved:
+    preset: Preset
+    layers: list[str]  # where each layer came from, lowest first
+    overrides: list[str]  # one printable line per override
+
+    def to_toml(self) -> str:
+        header = "\n".join(["The resolved preset: package defaults, then each layer below, then the overrides.",
+                            *[f"layer: {name}" for name in self.layers], *self.overrides])
+        return dumps(to_dict(self.preset), header)
+
+
+def resolve(preset_file: Path | None, user_file: Path | None = None, overrides: list[str] = ()) -> Resolved:
+    merged = to_dict(Preset())
+    sources: dict[str, str] = {}
+    _record_sources(merged, [], "package defaults", sources)
+    layer_names = ["package defaults"]
+    for path in (preset_file, user_file):
+        if path is not None:
+            layer = read_layer(path)
+            _merge(merged, layer.data, layer.name, sources, [])
+            layer_names.append(layer.name)
+    printed = []
+    for text in overrides:
+        path, value = parse_override(text)
+        old = _apply_override(merged, path, value)
+        _record_sources(value, path, "override", sources)
+        printed.append(f"override {dotted(path)} = {_show(value)} (was {_show(old)})")
+    errors: list[str] = []
+    preset = _build(Preset, merged, [], sources, errors)
+    if not errors:
+        errors.extend(check_values(preset))
+    if errors:
+        raise PrepError(f"{len(errors)} problem(s) in the preset:\n  " + "\n  ".join(errors))
+    return Resolved(preset, layer_names, printed)
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else repr(value)
+
+
+# ---------------------------------------------------------------- typed build
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"an array of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+
+
+def _convert(tp: Any, value: Any, path: list, sources: dict, errors: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build(tp, value, path, sources, errors)
+    elif origin is Literal:
+        if value in typing.get_args(tp) and type(value) is not bool:
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None):
+                continue
+            trial: list[str] = []
+            out = _convert(option, value, path, sources, trial)
+            if not trial:
+                return out
+    elif origin is list:
+        if isinstance(value, list):
+            (item_tp,) = typing.get_args(tp)
+            return [_convert(item_tp, v, path + [i], sources, errors) for i, v in enumerate(value)]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    errors.append(f"{_source(path, sources)}: '{dotted(path)}' must be {_type_name(tp)}, got {value!r}")
+    return None
+
+
+def _source(path: list, sources: dict[str, str]) -> str:
+    for cut in range(len(path), 0, -1):
+        if dotted(path[:cut]) in sources:
+            return sources[dotted(path[:cut])]
+    return "preset"
+
+
+def _build(cls: type, data: dict, path: list, sources: dict, errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in hints:
+            near = difflib.get_close_matches(key, known, n=1)
+            fix = f"did you mean '{dotted(path + [near[0]])}'?" if near else f"known keys: {', '.join(known)}"
+            errors.append(f"{_source(path + [key], sources)}: unknown key '{dotted(path + [key])}'; {fix}")
+    kwargs = {}
+    for name in known:
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], path + [name], sources, errors)
+    return cls(**kwargs)
+
+
+def check_values(p: Preset) -> list[str]:
+    """Checks across fields that types alone cannot express."""
+    errors = []
+    d = p.dataset
+    if d.bucket_reso_steps % 32:
+        errors.append(f"dataset.bucket_reso_steps = {d.bucket_reso_steps}: SDXL needs a multiple of 32")
+    if not d.min_bucket_reso <= d.resolution <= d.max_bucket_reso:
+        errors.append("dataset: need min_bucket_reso <= resolution <= max_bucket_reso")
+    if not 0.0 <= d.caption_tag_dropout_rate < 1.0:
+        errors.append("dataset.caption_tag_dropout_rate must be in [0, 1)")
+    if not d.shuffle_caption and d.caption_tag_dropout_rate == 0.0:
+        errors.append("dataset: with shuffle_caption = false and no tag dropout, sd-scripts leaves the "
+                      "'|||' separator in the text it tokenizes; turn one of them on")
+    if d.batch_size < 1 or d.num_repeats < 1:
+        errors.append("dataset: batch_size and num_repeats must be at least 1")
+    if p.output.ids_per_folder < 1 or p.output.workers < 1:
+        errors.append("output: ids_per_folder and workers must be at least 1")
+    pools = sorted(p.selection.pools, key=lambda q: q.start)
+    for i, pool in enumerate(pools):
+        name = f"selection.pools ({pool.start}, {pool.end})"
+        if pool.end is not None and pool.end <= pool.start:
+            errors.append(f"{name}: end must be greater than start")
+        if isinstance(pool.take, int) and pool.take < 0:
+            errors.append(f"{name}: take must be 'all' or a count >= 0")
+        if i + 1 < len(pools) and (pool.end is None or pool.end > pools[i + 1].start):
+            errors.append(f"{name} overlaps the pool starting at {pools[i + 1].start}")
+    if not p.selection.pools:
+        errors.append("selection.pools is empty: nothing could be selected")
+    return errors
+
+
+# ---------------------------------------------------------------- output
+
+def to_dict(obj: Any) -> Any:
+    """Plain data for TOML: unset optional values are left out (TOML has no null)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if getattr(obj, f.name) is not None}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    return obj

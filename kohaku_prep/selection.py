@@ -1,0 +1,102 @@
+"""Select posts: seeded id-range quotas without replacement, then filters, each stage counted.
+
+Sampling ranks each post by a keyed hash of (seed, id) and keeps the lowest ranks of each pool.
+That is a uniform sample without replacement that depends only on the seed and the set of ids:
+not on file order, machine, or the NumPy version.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kohaku_prep.preset import FiltersSection, SelectionSection
+
+
+@dataclass
+class Stage:
+    name: str
+    kept: int
+    dropped: int
+    note: str = ""
+
+
+@dataclass
+class Selection:
+    ids: np.ndarray  # int64, sorted
+    stages: list[Stage]
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def rank_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    seed_key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    return _splitmix64(ids.astype(np.uint64) ^ seed_key)
+
+
+def sample_pool(ids: np.ndarray, take: int, seed: int) -> np.ndarray:
+    """The `take` ids of lowest rank (ties by id), sorted."""
+    if take >= len(ids):
+        return np.sort(ids)
+    order = np.lexsort((ids, rank_keys(ids, seed)))
+    return np.sort(ids[order[:take]])
+
+
+def _pool_name(start: int, end: int | None) -> str:
+    return f"pool [{start:,}, {'∞' if end is None else f'{end:,}'})"
+
+
+def select(posts: pa.Table, selection: SelectionSection, filters: FiltersSection) -> Selection:
+    ids = posts["id"].to_numpy()
+    stages = [Stage("metadata", len(ids), 0)]
+    chosen = []
+    in_some_pool = np.zeros(len(ids), bool)
+    for pool in sorted(selection.pools, key=lambda p: p.start):
+        inside = ids >= pool.start
+        if pool.end is not None:
+            inside &= ids < pool.end
+        in_some_pool |= inside
+        pool_ids = ids[inside]
+        if pool.take == "all":
+            picked, note = pool_ids, f"all {len(pool_ids):,}"
+        elif pool.take > len(pool_ids):
+            picked = pool_ids
+            note = f"quota {pool.take:,} exceeds the pool's {len(pool_ids):,}: took the whole pool"
+        else:
+            picked = sample_pool(pool_ids, pool.take, selection.seed)
+            note = f"sampled {pool.take:,} of {len(pool_ids):,}, seed {selection.seed}"
+        chosen.append(picked)
+        stages.append(Stage(_pool_name(pool.start, pool.end), len(picked), len(pool_ids) - len(picked), note))
+    outside = int((~in_some_pool).sum())
+    if outside:
+        stages.append(Stage("outside every pool", 0, outside))
+    keep = np.isin(ids, np.concatenate(chosen)) if chosen else np.zeros(len(ids), bool)
+
+    def apply(name: str, drop: np.ndarray, note: str = "") -> None:
+        nonlocal keep
+        dropped = int((keep & drop).sum())
+        keep &= ~drop
+        stages.append(Stage(name, int(keep.sum()), dropped, note))
+
+    if filters.drop_deleted:
+        apply("deleted", posts["is_deleted"].to_numpy(zero_copy_only=False))
+    if filters.drop_hidden:
+        apply("hidden (Gold-only or banned)", posts["is_hidden"].to_numpy(zero_copy_only=False))
+    allowed = pa.array([e.lower().lstrip(".") for e in filters.image_extensions])
+    still = pc.is_in(posts["file_ext"], value_set=allowed).to_numpy(zero_copy_only=False)
+    apply("not a still image", ~still, "kept: " + " ".join(filters.image_extensions))
+    return Selection(ids[keep], stages)
+
+
+def require_images(sel: Selection, present_ids: np.ndarray) -> Selection:
+    """Drop selected posts whose image the image source does not hold."""
+    present = np.isin(sel.ids, present_ids)
+    stage = Stage("image not in the archive", int(present.sum()), int((~present).sum()))
+    return Selection(sel.ids[present], [*sel.stages, stage])
