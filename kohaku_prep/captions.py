@@ -130,7 +130,8 @@ def build_captions(ids: np.ndarray, created_at: pa.ChunkedArray, rating: np.ndar
     keep = ~(((category == ARTIST) & is_banned[name_index]) | ((category == META) & is_blacklisted[name_index])
              | is_blank[name_index])
     # section: 0 SPECIAL general, 1 character, 2 copyright, 3 artist | 4 other general, 5 meta
-    section = np.where(category == GENERAL, np.where(is_special[name_index], 0, 4), category)
+    section = np.where(category == GENERAL, np.where(is_special[name_index], 0, 4),
+                       np.where(category == META, 5, category))
     post_index, name_index, section = tags.post_index[keep], name_index[keep], section[keep]
     order = np.argsort(post_index * 8 + section, kind="stable")
     post_index, name_index, section = post_index[order], name_index[order], section[order]

@@ -78,7 +78,7 @@ def _parquet_files(path: Path) -> list[Path]:
 
 @dataclass
 class TagRows:
-    """One row per (post, tag), grouped by post in selected-id order, each post's tags in stored order."""
+    """One row per (post, tag); within each post and category, tags in their stored order."""
 
     post_index: np.ndarray  # int64, index into the selected ids
     category: np.ndarray  # int8, GENERAL..META

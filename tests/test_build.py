@@ -1,0 +1,189 @@
+"""The dataset build end to end on the embedded sample."""
+import filecmp
+import json
+import os
+import tomllib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import GOLDEN, build_sample, resolve_sample
+from kohaku_prep import build, dataset_files, images
+from kohaku_prep.errors import PrepError
+from kohaku_prep.fsutil import FolderLock
+
+QUIET = lambda line: None  # noqa: E731
+
+
+def test_every_image_has_its_caption_beside_it(sample_dataset):
+    manifest = pq.read_table(sample_dataset / "manifest.parquet").to_pylist()
+    assert len(manifest) == 1451
+    for row in manifest:
+        image = sample_dataset / row["image"]
+        assert (image.parent.parent.name, image.stem) == ("images", str(row["id"]))
+        assert image.with_suffix(".txt").read_bytes() == row["caption"].encode("utf-8")
+        with Image.open(image) as im:
+            assert im.size == (row["width"], row["height"])
+    files = [p for p in (sample_dataset / "images").rglob("*") if p.is_file()]
+    assert len(files) == 2 * len(manifest)  # nothing else: no temporary or stray files
+
+
+def test_captions_match_golden(sample_dataset):
+    manifest = pq.read_table(sample_dataset / "manifest.parquet", columns=["id", "caption"]).to_pylist()
+    text = "".join(f"{row['id']}\t{row['caption']}\n" for row in manifest)
+    assert text == (GOLDEN / "sample_captions.tsv").read_text(encoding="utf-8")
+
+
+def test_dataset_toml_matches_golden_and_sd_scripts_types(sample_dataset):
+    text = (sample_dataset / "dataset.toml").read_text()
+    assert text.replace(str(sample_dataset.resolve()), "<dataset>") == (GOLDEN / "sample_dataset.toml").read_text()
+    config = tomllib.loads(text)
+    general, (dataset,) = config["general"], config["datasets"]
+    assert general["caption_extension"] == ".txt" and general["keep_tokens_separator"] == "|||"
+    assert isinstance(general["caption_tag_dropout_rate"], float)
+    assert [Path(s["image_dir"]).is_dir() for s in dataset["subsets"]] == [True] * 8
+    assert dataset["resolution"] == 1024 and dataset["bucket_reso_steps"] % 32 == 0
+
+
+def test_dataset_toml_keys_are_allowed_at_their_level(sample_dataset):
+    facts = json.loads((Path(__file__).parent / "data" / "sd_scripts_interface.json").read_text())
+    keys = facts["dataset_config_keys"]
+    config = tomllib.loads((sample_dataset / "dataset.toml").read_text())
+    assert set(config["general"]) <= set(keys["general"])
+    dataset = config["datasets"][0]
+    assert set(dataset) <= set(keys["datasets (dreambooth-style subsets)"])
+    for subset in dataset["subsets"]:
+        assert set(subset) <= set(keys["subsets (dreambooth-style: caption files beside images)"])
+
+
+def test_summary_counts_every_stage(sample_dataset):
+    summary = json.loads((sample_dataset / "summary.json").read_text())
+    stages = {s["name"]: (s["kept"], s["dropped"]) for s in summary["stages"]}
+    assert stages["metadata"] == (2400, 0)
+    assert stages["image unreadable"] == (1451, 1)
+    assert summary["images"]["failed"] == {"not a decodable image": 1}
+    assert summary["images"]["duplicate_members"] == 1
+    assert summary["seed"] == 1337 and len(summary["inputs"]) == 2
+    assert set(summary["versions"]) >= {"kohaku-prep", "python", "pyarrow"}
+    assert "image unreadable" in (sample_dataset / "report.md").read_text()
+
+
+def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset, tmp_path):
+    out = tmp_path / "normalized"
+    build_sample(sample_root, out, shape="normalized")
+    assert pq.read_table(out / "manifest.parquet").equals(pq.read_table(sample_dataset / "manifest.parquet"))
+    assert_same_tree(out / "images", sample_dataset / "images")
+
+
+def assert_same_tree(a: Path, b: Path):
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files_a], shallow=False)
+    assert not mismatch and not errors
+
+
+def test_rebuild_is_byte_identical(sample_root, sample_dataset, tmp_path):
+    out = tmp_path / "again"
+    build_sample(sample_root, out)
+    assert_same_tree(out / "images", sample_dataset / "images")
+    for name in ("manifest.parquet", "report.md"):
+        assert (out / name).read_bytes() == (sample_dataset / name).read_bytes()
+
+
+def test_interrupted_build_resumes_without_redoing_images(sample_root, sample_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset_files, "dataset_toml", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build_sample(sample_root, out)
+    monkeypatch.undo()
+    assert not out.exists() and (tmp_path / "resumed.partial").is_dir()
+
+    reads = []
+    monkeypatch.setattr(images, "read_image", lambda *a: reads.append(a) or b"")
+    build_sample(sample_root, out)
+    assert len(reads) == 1  # only the undecodable image is tried again; the rest came from the first run
+    assert not (tmp_path / "resumed.partial").exists()
+    assert_same_tree(out / "images", sample_dataset / "images")
+    assert (out / "manifest.parquet").read_bytes() == (sample_dataset / "manifest.parquet").read_bytes()
+
+
+def test_existing_dataset_is_replaced_only_with_force(sample_root, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(PrepError, match="already holds files; pass --force"):
+        build_sample(sample_root, out)
+    assert (out / "keep.txt").read_text() == "mine"
+    build_sample(sample_root, out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_unfinished_build_of_another_preset_is_not_mixed_in(sample_root, tmp_path):
+    staging = tmp_path / "out.partial"
+    staging.mkdir()
+    (staging / ".build-key").write_text("another preset")
+    with pytest.raises(PrepError, match="unfinished build of another preset"):
+        build_sample(sample_root, tmp_path / "out")
+    build_sample(sample_root, tmp_path / "out", force=True)
+    assert not staging.exists()
+
+
+def test_empty_selection_writes_nothing(sample_root, tmp_path):
+    with pytest.raises(PrepError, match="the selection is empty") as err:
+        build_sample(sample_root, tmp_path / "out", extra=["filters.image_extensions=['tiff']"])
+    assert "not a still image" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output(sample_root, tmp_path):
+    with pytest.raises(PrepError, match="not a writable folder"):
+        build.check_output(tmp_path / "missing-parent" / "out", force=False)
+
+
+def test_second_build_in_the_same_folder_is_refused(tmp_path):
+    with FolderLock(tmp_path):
+        with pytest.raises(PrepError, match="another build is writing here"):
+            with FolderLock(tmp_path):
+                pass
+
+
+def test_images_from_a_plain_folder(sample_root, sample_dataset, tmp_path):
+    # unpack the sample's shards into nested folders; the dated update is copied last, over the original
+    folder = tmp_path / "files"
+    index = images.index_images(sample_root / "images")
+    for i, post_id in enumerate(index.ids.tolist()):
+        dest = folder / f"{post_id % 7}" / f"{post_id}.{index.ext[i]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(images.read_image(index.container[i], int(index.offset[i]), int(index.size[i])))
+    out = tmp_path / "out"
+    resolved = resolve_sample(sample_root, out, extra=[f'input.images="{folder}"'])
+    build.write_dataset(build.plan_dataset(resolved.preset, QUIET), resolved, False, QUIET)
+    assert_same_tree(out / "images", sample_dataset / "images")
+
+
+def test_dated_update_shard_wins(sample_root):
+    index = images.index_images(sample_root / "images")
+    assert index.duplicates == 1
+    dated = [c for c in index.container if c.parent.name == "2024-05-01"]
+    assert len(dated) == 1
+
+
+def test_unreadable_shard_is_reported_not_fatal(copy_sample, tmp_path):
+    shard = sorted((copy_sample / "images" / "recent").glob("*.tar"))[0]
+    shard.write_bytes(b"\x00garbage" * 10)
+    summary = build_sample(copy_sample, tmp_path / "out")
+    assert len(summary["images"]["unreadable_shards"]) <= 1
+    assert summary["images"]["written"] < 1451
+
+
+def test_staging_leaves_no_temporary_files(sample_dataset):
+    names = [p.name for p in sample_dataset.rglob("*")]
+    assert not [n for n in names if n.endswith(".tmp") or n in (".lock", ".build-key")]
+    assert os.listdir(sample_dataset.parent) == ["dataset"]

@@ -1,0 +1,160 @@
+"""Captions: the recipe's examples verbatim, and agreement with an independent per-post implementation."""
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kohaku_prep import captions, metadata
+from nasty_posts import nasty_posts
+from reference_caption import EPSILON_QUALITY, percentile_thresholds, reference_caption
+
+CATEGORIES = ["general", "character", "copyright", "artist", "meta"]
+
+
+def flat_post(id, created_at, rating, fav, general="", character="", copyright="", artist="", meta=""):
+    return {"id": id, "created_at": created_at, "rating": rating, "fav_count": fav,
+            "tag_string_general": general, "tag_string_character": character,
+            "tag_string_copyright": copyright, "tag_string_artist": artist, "tag_string_meta": meta,
+            "file_ext": "jpg", "is_deleted": False, "is_banned": False, "md5": "0" * 32,
+            "file_url": "https://example.invalid/x.jpg", "image_width": 100, "image_height": 100}
+
+
+def write_flat(posts: list[dict], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(posts), folder / "posts.parquet")
+    return folder / "posts.parquet"
+
+
+def write_normalized(posts: list[dict], folder: Path, seed: int = 0) -> Path:
+    """HakuBooru's three tables; relation rows written shuffled, their ids keeping each post's tag order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    types = {"general": 0, "artist": 1, "character": 2, "copyright": 3, "meta": 4}
+    vocab: dict[tuple[str, str], int] = {}
+    relation = []
+    for post in posts:
+        per_category = [[(t, c) for t in (post[f"tag_string_{c}"] or "").split(" ") if t] for c in CATEGORIES]
+        # categories interleaved, as danbooru's alphabetical tag_string mixes them; each keeps its order
+        for k in range(max(map(len, per_category))):
+            for tags in per_category:
+                if k < len(tags):
+                    tag_id = vocab.setdefault(tags[k], len(vocab) + 1)
+                    relation.append((len(relation) + 1, post["id"], tag_id))
+    random.Random(seed).shuffle(relation)
+    pq.write_table(pa.table({"id": [i for i in vocab.values()], "name": [k[0] for k in vocab],
+                             "type": [types[k[1]] for k in vocab]}), folder / "tag.parquet")
+    pq.write_table(pa.table({"id": [r[0] for r in relation], "post_id": [r[1] for r in relation],
+                             "tag_id": [r[2] for r in relation]}), folder / "posttagrelation.parquet")
+    columns = ["id", "created_at", "fav_count", "file_ext", "md5"]
+    pq.write_table(pa.table({**{c: [p[c] for p in posts] for c in columns},
+                             "rating": ["gsqe".index(p["rating"]) for p in posts],
+                             "is_deleted": [int(p["is_deleted"]) for p in posts],
+                             "is_banned": [int(p["is_banned"]) for p in posts]}), folder / "post.parquet")
+    return folder
+
+
+def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_quirks=True):
+    meta = metadata.locate(path)
+    posts = metadata.read_posts(meta, "danbooru")
+    ids = posts["id"].to_numpy()
+    rating, fav = posts["rating"].to_numpy(), posts["fav_count"].to_numpy()
+    thresholds = {"epsilon": captions.EPSILON_THRESHOLDS, "none": None,
+                  "percentiles": captions.percentile_thresholds(rating, fav)}[quality]
+    rule = captions.CaptionRule(thresholds, quality_max_id, year_quirks)
+    caps = captions.build_captions(ids, posts["created_at"], rating, fav, metadata.read_tags(meta, ids), rule)
+    return dict(zip(ids.tolist(), caps.text.to_pylist()))
+
+
+RECIPE_EXAMPLES = [
+    (flat_post(5_100_000, "2023-03-01T10:00:00.000+09:00", "q", 50, general="1girl smile",
+               character="rice_shower_(umamusume)", copyright="umamusume", artist="migolu torino_aqua",
+               meta="highres"),
+     "1girl, rice shower (umamusume), umamusume, migolu, torino aqua, |||smile, highres, newest, nsfw, great quality"),
+    (flat_post(1000, "2005-05-24T19:16:10.000-04:00", "g", 0, general="smile solo", artist="banned_artist",
+               meta="lowres"),
+     ", |||smile, solo, lowres, old, safe, worst quality"),
+    (flat_post(3_000_000, "2017-12-31T23:30-05:00", "s", 8, general="1other 6+girls hat male_focus",
+               character="gawr_gura", copyright="hololive", artist="ciloranko"),
+     "1other, 6+girls, male focus, gawr gura, hololive, ciloranko, |||hat, mid, sensitive, low quality"),
+]
+
+
+@pytest.mark.parametrize("shape", ["flat", "normalized"])
+def test_recipe_examples_verbatim(tmp_path, shape):
+    posts = [p for p, _ in RECIPE_EXAMPLES]
+    path = write_flat(posts, tmp_path / "flat") if shape == "flat" else write_normalized(posts, tmp_path / "n")
+    got = run_captions(path)
+    assert [got[p["id"]] for p in posts] == [text for _, text in RECIPE_EXAMPLES]
+
+
+@pytest.fixture(scope="module")
+def nasty(tmp_path_factory):
+    posts = nasty_posts(4000, seed=2024)
+    root = tmp_path_factory.mktemp("nasty")
+    return posts, write_flat(posts, root / "flat"), write_normalized(posts, root / "normalized")
+
+
+@pytest.mark.parametrize("shape", ["flat", "normalized"])
+@pytest.mark.parametrize("year_quirks", [True, False])
+def test_matches_independent_implementation(nasty, shape, year_quirks):
+    posts, flat, normalized = nasty
+    got = run_captions(flat if shape == "flat" else normalized, year_quirks=year_quirks)
+    mismatches = [(p["id"], got[p["id"]], reference_caption(p, year_quirks=year_quirks)) for p in posts
+                  if got[p["id"]] != reference_caption(p, year_quirks=year_quirks)]
+    assert not mismatches[:5]
+    assert len(got) == len(posts)
+
+
+def test_percentile_quality_matches_independent_implementation(nasty):
+    posts, flat, _ = nasty
+    by_rating = {}
+    for p in posts:
+        by_rating.setdefault(p["rating"], []).append(p["fav_count"])
+    thresholds = percentile_thresholds(by_rating)
+    got = run_captions(flat, quality="percentiles", quality_max_id=None)
+    for p in posts:
+        assert got[p["id"]] == reference_caption(p, thresholds=thresholds, quality_max_id=None)
+
+
+def test_no_quality_tags(nasty):
+    posts, flat, _ = nasty
+    got = run_captions(flat, quality="none")
+    assert not any(q in text for text in got.values() for q in captions.QUALITY_TAGS)
+
+
+def test_epsilon_table_is_the_recipe():
+    assert captions.EPSILON_THRESHOLDS.astype(int).tolist() == [list(EPSILON_QUALITY[r]) for r in "gsqe"]
+
+
+def test_format_tags_keeps_short_emoticons():
+    names = pa.array(["^_^", "x_x", ">_<", "u_u", "ask_(askzy)", "a_bc", "ハ_ト", "long_hair"])
+    assert captions.format_tags(names).to_pylist() == [
+        "^_^", "x_x", ">_<", "u_u", "ask (askzy)", "a bc", "ハ_ト", "long hair"]
+
+
+def test_year_tags_from_timestamps_use_their_own_zone():
+    ts = pa.chunked_array([pa.array([0, 1_514_780_000_000], pa.timestamp("ms", "America/New_York"))])
+    # 1969-12-31 19:00 New York (pre-2005 -> "early" with the quirks); 2017-12-31 23:13 New York -> "mid"
+    assert captions.year_tags(ts, quirks=True).to_pylist() == ["early", "mid"]
+
+
+tag_text = st.text(alphabet="ab_^x()1+ ", min_size=0, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(*[tag_text] * 5, st.sampled_from("gsqe"), st.integers(0, 300)), min_size=1, max_size=8))
+def test_caption_invariants(tmp_path_factory, rows):
+    posts = [flat_post(i + 1, "2020-01-01T00:00:00.000+00:00", r, f, g, c, cp, a, m)
+             for i, (g, c, cp, a, m, r, f) in enumerate(rows)]
+    got = run_captions(write_flat(posts, tmp_path_factory.mktemp("prop")))
+    for post in posts:
+        text = got[post["id"]]
+        assert text.count("|||") == 1
+        head, tail = text.split(", |||")
+        tags = [t for t in (head.split(", ") if head else [])] + tail.split(", ")
+        assert all(t.strip() for t in tags)
+        assert not any("_" in t and len(t) > 3 for t in tags)
+        assert text == reference_caption(post)
