@@ -12,7 +12,7 @@ import os
 import platform
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,52 +105,59 @@ def _prepare_staging(staging: Path, key: str, force: bool, log: Log) -> None:
     write_atomic(key_file, key)
 
 
-def _extract(job: list[tuple[int, Path, int, int, Path, str]]) -> list[tuple[int, int, int, str]]:
-    """Copy one shard's (or folder's) selected images and write their captions.
+@dataclass
+class Extracted:
+    """Outcome per selected post, in selection order."""
 
-    Returns (id, width, height, failure) per post; failure is "" when the image was written.
-    """
-    done = []
-    for post_id, container, offset, size, dest, caption in job:
+    width: np.ndarray  # int32, 0 where failed
+    height: np.ndarray
+    failure: list[str]  # "" where the image and its caption were written
+
+
+def _extract(plan: Plan, staging: Path, ids_per_folder: int, rows: np.ndarray, out: Extracted) -> None:
+    """Copy the images of selection rows `rows` (one shard or folder, in file order), write captions."""
+    index, ids = plan.index, plan.sel.ids
+    index_rows = np.searchsorted(index.ids, ids[rows])
+    texts = plan.caps.text.take(pa.array(rows)).to_pylist()
+    for row, index_row, caption in zip(rows.tolist(), index_rows.tolist(), texts):
+        dest = staging / dataset_files.folder_of(int(ids[row]), ids_per_folder) / index.file_name(index_row)
         try:
-            if dest.exists() and dest.stat().st_size == size:  # written by an interrupted run
-                width, height = images.image_size(dest.read_bytes())
+            if dest.exists() and dest.stat().st_size == index.size[index_row]:  # from an interrupted run
+                size = images.image_size(dest.read_bytes())
             else:
-                data = images.read_image(container, offset, size)
-                width, height = images.image_size(data)
+                data = index.read(index_row)
+                size = images.image_size(data)
                 write_atomic(dest, data)
             write_atomic(dest.with_suffix(dataset_files.CAPTION_EXTENSION), caption)
-            done.append((post_id, width, height, ""))
+            out.width[row], out.height[row] = size
         except ValueError:
-            done.append((post_id, 0, 0, "not a decodable image"))
+            out.failure[row] = "not a decodable image"
         except OSError as exc:
-            done.append((post_id, 0, 0, f"unreadable ({exc.strerror or exc})"))
-    return done
+            out.failure[row] = f"unreadable ({exc.strerror or exc})"
 
 
-def _write_images(plan: Plan, staging: Path, p: Preset, log: Log) -> list[tuple[int, int, int, str]]:
+def _write_images(plan: Plan, staging: Path, p: Preset, log: Log) -> Extracted:
     index, ids = plan.index, plan.sel.ids
-    positions = np.searchsorted(index.ids, ids)
-    texts = plan.caps.text.to_pylist()
-    jobs: dict[Path, list] = defaultdict(list)
-    for post_id, pos, caption in zip(ids.tolist(), positions.tolist(), texts):
-        folder = staging / dataset_files.folder_of(post_id, p.output.ids_per_folder)
-        dest = folder / f"{post_id}.{index.ext[pos]}"
-        container, offset = index.container[pos], int(index.offset[pos])
-        # one job per tar shard (read front to back), or per source folder of plain files
-        jobs[container if offset >= 0 else container.parent].append(
-            (post_id, container, offset, int(index.size[pos]), dest, caption))
-    for folder in {job[4].parent for group in jobs.values() for job in group}:
-        folder.mkdir(parents=True, exist_ok=True)
-    results, last = [], time.monotonic()
+    index_rows = np.searchsorted(index.ids, ids)
+    source = index.source[index_rows]
+    # one job per tar shard (read front to back) or per folder of plain files
+    order = np.lexsort((index.offset[index_rows], source))
+    jobs = np.split(order, np.flatnonzero(np.diff(source[order])) + 1)
+    for folder in np.unique(ids // p.output.ids_per_folder).tolist():
+        (staging / dataset_files.folder_of(folder * p.output.ids_per_folder, p.output.ids_per_folder)).mkdir(
+            parents=True, exist_ok=True)
+    out = Extracted(np.zeros(len(ids), np.int32), np.zeros(len(ids), np.int32), [""] * len(ids))
+    done, last = 0, time.monotonic()
     with ThreadPoolExecutor(max_workers=p.output.workers) as pool:
-        futures = [pool.submit(_extract, sorted(job, key=lambda j: j[2])) for job in jobs.values()]
+        futures = {pool.submit(_extract, plan, staging, p.output.ids_per_folder, rows, out): len(rows)
+                   for rows in jobs}
         for n, future in enumerate(as_completed(futures), 1):
-            results.extend(future.result())
+            future.result()
+            done += futures[future]
             if time.monotonic() - last > 2 or n == len(futures):
                 last = time.monotonic()
-                log(f"images: {n:,}/{len(futures):,} containers, {len(results):,}/{len(ids):,} posts")
-    return sorted(results)
+                log(f"images: {n:,}/{len(futures):,} shards or folders, {done:,}/{len(ids):,} posts")
+    return out
 
 
 def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
@@ -160,26 +167,27 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     staging = out.with_name(out.name + ".partial")
     _prepare_staging(staging, _build_key(resolved, plan), force, log)
     with FolderLock(staging):
-        results = _write_images(plan, staging, p, log)
-        ok = [r for r in results if not r[3]]
-        failures = Counter(r[3] for r in results if r[3])
+        extracted = _write_images(plan, staging, p, log)
+        ok = np.array([not f for f in extracted.failure])
+        failures = Counter(f for f in extracted.failure if f)
         stages = list(plan.sel.stages)
         if failures:
-            stages.append(selection.Stage("image unreadable", len(ok), sum(failures.values())))
-        if not ok:
+            stages.append(selection.Stage("image unreadable", int(ok.sum()), sum(failures.values())))
+        if not ok.any():
             shutil.rmtree(staging)
             raise PrepError("no selected image could be read; nothing was built")
-        written = np.array([r[0] for r in ok], np.int64)
-        rows = pa.array(np.searchsorted(plan.sel.ids, written))
+        rows = np.flatnonzero(ok)
+        written = plan.sel.ids[rows]
+        index_rows = np.searchsorted(plan.index.ids, written).tolist()
         folders = [dataset_files.folder_of(i, p.output.ids_per_folder) for i in written.tolist()]
-        exts = [plan.index.ext[i] for i in np.searchsorted(plan.index.ids, written).tolist()]
         manifest = pa.table({
             "id": written,
-            "image": [f"{f}/{i}.{e}" for f, i, e in zip(folders, written.tolist(), exts)],
-            "width": [r[1] for r in ok],
-            "height": [r[2] for r in ok],
-            "caption": plan.caps.text.take(rows),
+            "image": [f"{f}/{plan.index.file_name(r)}" for f, r in zip(folders, index_rows)],
+            "width": extracted.width[rows],
+            "height": extracted.height[rows],
+            "caption": plan.caps.text.take(pa.array(rows)),
         }, schema=dataset_files.MANIFEST_SCHEMA)
+        rows = pa.array(rows)
         tmp = staging / ".manifest.parquet.tmp"
         pq.write_table(manifest, tmp)
         os.replace(tmp, staging / "manifest.parquet")

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN, build_sample, resolve_sample
+from helpers import GOLDEN, build_sample, resolve_sample
 from kohaku_prep import build, dataset_files, images
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock
@@ -158,10 +158,10 @@ def test_images_from_a_plain_folder(sample_root, sample_dataset, tmp_path):
     # unpack the sample's shards into nested folders; the dated update is copied last, over the original
     folder = tmp_path / "files"
     index = images.index_images(sample_root / "images")
-    for i, post_id in enumerate(index.ids.tolist()):
-        dest = folder / f"{post_id % 7}" / f"{post_id}.{index.ext[i]}"
+    for row, post_id in enumerate(index.ids.tolist()):
+        dest = folder / f"{post_id % 7}" / index.file_name(row)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(images.read_image(index.container[i], int(index.offset[i]), int(index.size[i])))
+        dest.write_bytes(index.read(row))
     out = tmp_path / "out"
     resolved = resolve_sample(sample_root, out, extra=[f'input.images="{folder}"'])
     build.write_dataset(build.plan_dataset(resolved.preset, QUIET), resolved, False, QUIET)
@@ -171,7 +171,7 @@ def test_images_from_a_plain_folder(sample_root, sample_dataset, tmp_path):
 def test_dated_update_shard_wins(sample_root):
     index = images.index_images(sample_root / "images")
     assert index.duplicates == 1
-    dated = [c for c in index.container if c.parent.name == "2024-05-01"]
+    dated = [s for s in index.source.tolist() if index.sources[s].parent.name == "2024-05-01"]
     assert len(dated) == 1
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from kohaku_prep import metadata
 from kohaku_prep.errors import PrepError
-from test_captions import flat_post, write_flat
+from helpers import flat_post, write_flat
 
 
 def read(path, scheme="danbooru"):

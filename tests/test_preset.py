@@ -39,7 +39,7 @@ def test_epsilon_values_are_the_recipe():
 
 
 def test_resolved_epsilon_matches_golden():
-    from conftest import GOLDEN
+    from helpers import GOLDEN
     text = resolve(find_preset("epsilon")).to_toml().replace(str(PRESET_DIR), "<presets>")
     assert text == (GOLDEN / "epsilon.resolved.toml").read_text()
 

@@ -1,0 +1,67 @@
+"""Helpers shared by the tests: the sample build, and metadata writers for both shapes."""
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kohaku_prep import build
+from kohaku_prep.preset import PRESET_DIR, resolve
+
+TESTS = Path(__file__).resolve().parent
+GOLDEN = TESTS / "golden"
+CATEGORIES = ["general", "character", "copyright", "artist", "meta"]
+SAMPLE_OVERRIDES = ["selection.pools.0.take=320", "selection.pools.1.take=650", "output.ids_per_folder=1000000"]
+
+
+def resolve_sample(sample_root: Path, out: Path, shape: str = "flat", extra: list[str] = ()):
+    return resolve(PRESET_DIR / "epsilon.toml", None, [
+        f'input.metadata="{sample_root / "metadata" / shape}"', f'input.images="{sample_root / "images"}"',
+        f'output.dir="{out}"', *SAMPLE_OVERRIDES, *extra])
+
+
+def build_sample(sample_root: Path, out: Path, shape: str = "flat", extra: list[str] = (), force=False):
+    resolved = resolve_sample(sample_root, out, shape, extra)
+    plan = build.plan_dataset(resolved.preset, lambda line: None)
+    return build.write_dataset(plan, resolved, force, lambda line: None)
+
+
+def flat_post(id, created_at, rating, fav, general="", character="", copyright="", artist="", meta=""):
+    return {"id": id, "created_at": created_at, "rating": rating, "fav_count": fav,
+            "tag_string_general": general, "tag_string_character": character,
+            "tag_string_copyright": copyright, "tag_string_artist": artist, "tag_string_meta": meta,
+            "file_ext": "jpg", "is_deleted": False, "is_banned": False, "md5": "0" * 32,
+            "file_url": "https://example.invalid/x.jpg", "image_width": 100, "image_height": 100}
+
+
+def write_flat(posts: list[dict], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(posts), folder / "posts.parquet")
+    return folder / "posts.parquet"
+
+
+def write_normalized(posts: list[dict], folder: Path, seed: int = 0) -> Path:
+    """HakuBooru's three tables; relation rows written shuffled, their ids keeping each post's tag order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    types = {"general": 0, "artist": 1, "character": 2, "copyright": 3, "meta": 4}
+    vocab: dict[tuple[str, str], int] = {}
+    relation = []
+    for post in posts:
+        per_category = [[(t, c) for t in (post[f"tag_string_{c}"] or "").split(" ") if t] for c in CATEGORIES]
+        # categories interleaved, as danbooru's alphabetical tag_string mixes them; each keeps its order
+        for k in range(max(map(len, per_category))):
+            for tags in per_category:
+                if k < len(tags):
+                    tag_id = vocab.setdefault(tags[k], len(vocab) + 1)
+                    relation.append((len(relation) + 1, post["id"], tag_id))
+    random.Random(seed).shuffle(relation)
+    pq.write_table(pa.table({"id": [i for i in vocab.values()], "name": [k[0] for k in vocab],
+                             "type": [types[k[1]] for k in vocab]}), folder / "tag.parquet")
+    pq.write_table(pa.table({"id": [r[0] for r in relation], "post_id": [r[1] for r in relation],
+                             "tag_id": [r[2] for r in relation]}), folder / "posttagrelation.parquet")
+    columns = ["id", "created_at", "fav_count", "file_ext", "md5"]
+    pq.write_table(pa.table({**{c: [p[c] for p in posts] for c in columns},
+                             "rating": ["gsqe".index(p["rating"]) for p in posts],
+                             "is_deleted": [int(p["is_deleted"]) for p in posts],
+                             "is_banned": [int(p["is_banned"]) for p in posts]}), folder / "post.parquet")
+    return folder
