@@ -68,9 +68,8 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
         raise PrepError(f"the selection is empty; nothing to build:\n{table}")
     rows = np.searchsorted(posts["id"].to_numpy(), sel.ids)
     chosen = posts.take(pa.array(rows))
-    tags = metadata.read_tags(meta, sel.ids)
-    caps = captions.build_captions(sel.ids, chosen["created_at"], chosen["rating"].to_numpy(),
-                                   chosen["fav_count"].to_numpy(), tags, _quality_rule(p, posts))
+    caps = captions.caption_posts(metadata.iter_tags(meta, sel.ids), sel.ids, chosen["created_at"],
+                                  chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(), _quality_rule(p, posts))
     inputs = [{"path": str(f), "bytes": f.stat().st_size, "fingerprint": fingerprint(f)} for f in meta.files]
     return Plan(sel, chosen, caps, index, inputs)
 
@@ -203,7 +202,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
             stages, dataset_files.value_counts(plan.posts["rating"].take(rows)),
             dataset_files.value_counts(plan.caps.year.take(rows)),
             dataset_files.value_counts(plan.caps.quality.take(rows)),
-            plan.caps.tag_counts, dict(failures))
+            captions.top_tags(plan.caps.tag_counts, 50), dict(failures))
         write_atomic(staging / "report.md", report)
     (staging / ".lock").unlink()
     (staging / ".build-key").unlink()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -53,7 +54,7 @@ class Captions:
     text: pa.Array  # large_string, one per selected post
     year: pa.Array  # the year tag or null
     quality: pa.Array  # the quality tag or null
-    tag_counts: list[tuple[str, int]]  # formatted tag, posts carrying it; most frequent first
+    tag_counts: pa.Table  # tag (formatted), count: times it appears in the captions
 
 
 def percentile_thresholds(rating: np.ndarray, fav: np.ndarray) -> np.ndarray:
@@ -113,8 +114,8 @@ def _join_lists(post_index: np.ndarray, values: pa.Array, n_posts: int) -> pa.Ar
     return pc.if_else(pa.array(counts > 0), joined, pa.scalar(None, pa.large_string()))
 
 
-def build_captions(ids: np.ndarray, created_at: pa.ChunkedArray, rating: np.ndarray, fav: np.ndarray,
-                   tags: TagRows, rule: CaptionRule, top_tags: int = 50) -> Captions:
+def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fav: np.ndarray,
+                   tags: TagRows, rule: CaptionRule) -> Captions:
     """Captions for the posts `ids` (sorted); `tags` rows index into `ids`."""
     n = len(ids)
     vocab = tags.names.dictionary.cast(pa.large_string())
@@ -146,9 +147,34 @@ def build_captions(ids: np.ndarray, created_at: pa.ChunkedArray, rating: np.ndar
     text = pc.binary_join_element_wise(head, tail, _large(f", {KEEP_SEPARATOR}"),
                                        null_handling="replace", null_replacement="")
 
-    # a tag counted once per post that carries it
-    carried = np.unique(post_index * len(vocab) + name_index) % max(len(vocab), 1)
-    counts = np.bincount(carried, minlength=len(vocab))
-    top = np.lexsort((np.arange(len(vocab)), -counts))[:top_tags]
-    tag_counts = [(formatted[i].as_py(), int(counts[i])) for i in top if counts[i] > 0]
+    counts = np.bincount(name_index, minlength=len(vocab))
+    used = counts > 0
+    tag_counts = pa.table({"tag": formatted.filter(pa.array(used)), "count": counts[used]})
     return Captions(text, year, quality, tag_counts)
+
+
+def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray, created_at: pa.ChunkedArray,
+                  rating: np.ndarray, fav: np.ndarray, rule: CaptionRule) -> Captions:
+    """Captions of all posts `ids`, built a chunk of posts at a time (memory stays bounded)."""
+    rows, parts = [], []
+    for chunk_ids, tags in chunks:
+        at = np.searchsorted(ids, chunk_ids)
+        rows.append(at)
+        parts.append(build_captions(chunk_ids, created_at.take(pa.array(at)), rating[at], fav[at], tags, rule))
+    covered = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    if len(covered) != len(ids):
+        raise ValueError(f"tags were read for {len(covered)} of {len(ids)} posts")
+    order = pa.array(np.argsort(covered, kind="stable"))
+
+    def joined(field: str) -> pa.Array:
+        return pa.concat_arrays([getattr(p, field) for p in parts]).take(order)
+
+    counts = pa.concat_tables([p.tag_counts for p in parts]).group_by("tag").aggregate([("count", "sum")])
+    return Captions(joined("text"), joined("year"), joined("quality"),
+                    counts.rename_columns(["tag", "count"]))
+
+
+def top_tags(tag_counts: pa.Table, n: int) -> list[tuple[str, int]]:
+    """The n most frequent tags, ties by name."""
+    ranked = tag_counts.sort_by([("count", "descending"), ("tag", "ascending")]).slice(0, n)
+    return list(zip(ranked["tag"].to_pylist(), ranked["count"].to_pylist()))

@@ -90,6 +90,6 @@ def report_markdown(stages: list[Stage], ratings: Counter, years: Counter, quali
     lines += _table_lines("Rating", Counter({rating_names[r]: n for r, n in ratings.items()}), rating_names)
     lines += _table_lines("Quality tag", _none_named(qualities), list(reversed(QUALITY_TAGS)) + ["(none)"])
     lines += _table_lines("Year tag", _none_named(years), ["old", "early", "mid", "recent", "newest", "(none)"])
-    lines += ["## Most frequent tags", "", "| tag | posts |", "|---|---:|"]
+    lines += ["## Most frequent tags", "", "| tag | in captions |", "|---|---:|"]
     lines += [f"| {tag.replace('|', chr(92) + '|')} | {n:,} |" for tag, n in tag_counts] + [""]
     return "\n".join(lines)

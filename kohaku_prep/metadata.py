@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -189,26 +190,33 @@ def _ratings(path: Path, col: pa.ChunkedArray, scheme: str) -> pa.Array:
     return values.cast(pa.int8())
 
 
-def read_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
-    """Tag rows of the posts `ids` (sorted, unique)."""
+def iter_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
+    """Tag rows of the posts `ids` (sorted, unique), a bounded chunk of posts at a time.
+
+    Yields (chunk ids, sorted; their tag rows, whose post_index points into the chunk ids).
+    Together the chunks cover every post of `ids` that the metadata holds, each post once.
+    """
     if meta.shape == "flat":
-        return _read_flat_tags(meta, ids)
-    return _read_normalized_tags(meta, ids)
+        return _flat_tags(meta, ids)
+    return _normalized_tags(meta, ids)
 
 
 _BATCH_ROWS = 1 << 18
+_CHUNK_POSTS = 1 << 19
 
 
-def _read_flat_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
+def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     wanted = pa.array(ids)
-    parts_index, parts_category, parts_names = [], [], []
     for path in meta.post_files:
         pf = _open(path)
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS]):
             batch = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
             if batch.num_rows == 0:
                 continue
-            rows = np.searchsorted(ids, batch.column("id").to_numpy())
+            batch_ids = batch.column("id").to_numpy()
+            chunk_ids = np.sort(batch_ids)
+            rows = np.searchsorted(chunk_ids, batch_ids)
+            parts_index, parts_category, parts_names = [], [], []
             for column, category in FLAT_TAG_COLUMNS.items():
                 lists = pc.split_pattern(pc.fill_null(batch.column(column), ""), " ")
                 names = pc.list_flatten(lists)
@@ -217,14 +225,11 @@ def _read_flat_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
                 parts_names.append(names.filter(keep))
                 parts_index.append(rows[parents[keep.to_numpy(zero_copy_only=False)]])
                 parts_category.append(np.full(len(parts_index[-1]), category, np.int8))
-    if not parts_names:
-        return TagRows(np.zeros(0, np.int64), np.zeros(0, np.int8),
-                       pa.array([], pa.string()).dictionary_encode())
-    names = pa.chunked_array(parts_names, pa.string()).combine_chunks().dictionary_encode()
-    return TagRows(np.concatenate(parts_index).astype(np.int64), np.concatenate(parts_category), names)
+            names = pa.chunked_array(parts_names, pa.string()).combine_chunks().dictionary_encode()
+            yield chunk_ids, TagRows(np.concatenate(parts_index), np.concatenate(parts_category), names)
 
 
-def _read_normalized_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
+def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     tag_pf = _open(meta.tag_file)
     _check_columns(meta.tag_file, tag_pf.schema_arrow, {"id": _INT, "name": _STR, "type": _INT})
     tags = tag_pf.read(columns=["id", "name", "type"]).combine_chunks()
@@ -238,6 +243,7 @@ def _read_normalized_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
         category_of_type[tag_type] = category
     tag_category = category_of_type[tag_types]
 
+    # every selected post's relation rows, compactly; a post's tag order is its relation rows' order
     wanted = pa.array(ids)
     post_rows, order_keys, tag_rows = [], [], []
     for path in meta.relation_files:
@@ -251,16 +257,19 @@ def _read_normalized_tags(meta: Metadata, ids: np.ndarray) -> TagRows:
             if tag_index.null_count:
                 missing = batch.column("tag_id").filter(pc.is_null(tag_index))[0].as_py()
                 raise PrepError(f"{path}: tag id {missing} is not in {meta.tag_file.name}")
-            post_rows.append(np.searchsorted(ids, batch.column("post_id").to_numpy()))
+            post_rows.append(np.searchsorted(ids, batch.column("post_id").to_numpy()).astype(np.int32))
             order_keys.append(batch.column("id").to_numpy())
-            tag_rows.append(tag_index.to_numpy())
+            tag_rows.append(tag_index.to_numpy().astype(np.int32))
     if not post_rows:
-        return TagRows(np.zeros(0, np.int64), np.zeros(0, np.int8),
-                       pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), tags["name"]))
+        return
     post_index = np.concatenate(post_rows)
-    tag_index = np.concatenate(tag_rows)
-    # a post's tag order is its relation rows' order
     order = np.lexsort((np.concatenate(order_keys), post_index))
-    post_index, tag_index = post_index[order], tag_index[order]
-    names = pa.DictionaryArray.from_arrays(pa.array(tag_index.astype(np.int32)), tags["name"])
-    return TagRows(post_index.astype(np.int64), tag_category[tag_index], names)
+    post_index = post_index[order]
+    tag_index = np.concatenate(tag_rows)[order]
+    del order
+    for first in range(0, len(ids), _CHUNK_POSTS):
+        lo, hi = np.searchsorted(post_index, [first, first + _CHUNK_POSTS])
+        chunk_ids = ids[first:first + _CHUNK_POSTS]
+        chunk_tags = tag_index[lo:hi]
+        names = pa.DictionaryArray.from_arrays(pa.array(chunk_tags), tags["name"])
+        yield chunk_ids, TagRows(post_index[lo:hi].astype(np.int64) - first, tag_category[chunk_tags], names)

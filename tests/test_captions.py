@@ -20,7 +20,7 @@ def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_q
     thresholds = {"epsilon": captions.EPSILON_THRESHOLDS, "none": None,
                   "percentiles": captions.percentile_thresholds(rating, fav)}[quality]
     rule = captions.CaptionRule(thresholds, quality_max_id, year_quirks)
-    caps = captions.build_captions(ids, posts["created_at"], rating, fav, metadata.read_tags(meta, ids), rule)
+    caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, posts["created_at"], rating, fav, rule)
     return dict(zip(ids.tolist(), caps.text.to_pylist()))
 
 
@@ -62,6 +62,30 @@ def test_matches_independent_implementation(nasty, shape, year_quirks):
                   if got[p["id"]] != reference_caption(p, year_quirks=year_quirks)]
     assert not mismatches[:5]
     assert len(got) == len(posts)
+
+
+@pytest.mark.parametrize("shape", ["flat", "normalized"])
+def test_chunk_boundaries_do_not_change_captions(nasty, shape, monkeypatch):
+    posts, flat, normalized = nasty
+    path = flat if shape == "flat" else normalized
+    whole = run_captions(path)
+    monkeypatch.setattr(metadata, "_BATCH_ROWS", 97)
+    monkeypatch.setattr(metadata, "_CHUNK_POSTS", 61)
+    assert run_captions(path) == whole
+
+
+def test_tag_counts_add_up_over_chunks(nasty, monkeypatch):
+    posts, flat, _ = nasty
+    monkeypatch.setattr(metadata, "_BATCH_ROWS", 500)
+    meta = metadata.locate(flat)
+    table = metadata.read_posts(meta, "danbooru")
+    ids = table["id"].to_numpy()
+    rule = captions.CaptionRule(None, None, True)
+    caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, table["created_at"],
+                                  table["rating"].to_numpy(), table["fav_count"].to_numpy(), rule)
+    (tag, count), = captions.top_tags(caps.tag_counts, 1)
+    in_text = sum(text.replace("|||", "").split(", ").count(tag) for text in caps.text.to_pylist())
+    assert count == in_text
 
 
 def test_percentile_quality_matches_independent_implementation(nasty):

@@ -19,15 +19,16 @@ def test_both_shapes_of_the_sample_read_the_same(sample_root):
     a, b = metadata.read_posts(flat, "danbooru"), metadata.read_posts(normalized, "danbooru")
     assert a.equals(b)
     ids = a["id"].to_numpy()[::7]
-    assert by_post_and_category(metadata.read_tags(flat, ids)) == \
-        by_post_and_category(metadata.read_tags(normalized, ids))
+    assert by_post_and_category(flat, ids) == by_post_and_category(normalized, ids)
 
 
-def by_post_and_category(tags: metadata.TagRows) -> dict:
-    """The contract of TagRows: within each post and category, tags in stored order."""
+def by_post_and_category(meta: metadata.Metadata, ids) -> dict:
+    """The contract of iter_tags: each post once; within a post and category, tags in stored order."""
     out = {}
-    for post, category, name in zip(tags.post_index, tags.category, tags.names.cast(pa.string()).to_pylist()):
-        out.setdefault((int(post), int(category)), []).append(name)
+    for chunk_ids, tags in metadata.iter_tags(meta, ids):
+        names = tags.names.cast(pa.string()).to_pylist()
+        for post, category, name in zip(chunk_ids[tags.post_index], tags.category, names):
+            out.setdefault((int(post), int(category)), []).append(name)
     return out
 
 
@@ -100,4 +101,4 @@ def test_unknown_tag_id_in_relation(sample_root, tmp_path):
     meta = metadata.locate(folder)
     ids = np.sort(metadata.read_posts(meta, "danbooru")["id"].to_numpy())
     with pytest.raises(PrepError, match="tag id 1000000000 is not in tag.parquet"):
-        metadata.read_tags(meta, ids)
+        list(metadata.iter_tags(meta, ids))
