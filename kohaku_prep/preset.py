@@ -18,6 +18,7 @@ from kohaku_prep.errors import PrepError
 from kohaku_prep.tomlout import dumps
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+LYCORIS_PRESET_DIR = PRESET_DIR / "lycoris"  # network presets read by LyCORIS itself, not by this schema
 
 
 @dataclass
@@ -119,7 +120,11 @@ def find_preset(name_or_path: str) -> Path:
 
 
 def shipped_presets() -> list[Path]:
-    return sorted(PRESET_DIR.rglob("*.toml"))
+    return sorted(p for p in PRESET_DIR.rglob("*.toml") if LYCORIS_PRESET_DIR not in p.parents)
+
+
+def shipped_lycoris_presets() -> list[Path]:
+    return sorted(LYCORIS_PRESET_DIR.rglob("*.toml"))
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:

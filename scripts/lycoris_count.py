@@ -14,7 +14,8 @@ arguments sd-scripts v0.10.1's train_network.py passes for
     --network_args algo=lokr factor=8 conv_dim=10000 conv_alpha=10000 dropout=0 train_norm=True preset=<file>
 
 (network_args values arrive as strings; network_dim is an int and network_alpha a float, as argparse
-makes them), then `apply_to(text_encoders, unet, True, True)` as the trainer does. By default the
+makes them), then `apply_to(text_encoders, unet, train_text_encoder, True)` as the trainer does. The
+preset file and the arguments can be changed with --preset, --network-args, --dim, --alpha, --unet-only. By default the
 LyCORIS parameters are created on the meta device too (nothing is allocated); `--materialize` creates
 them on the CPU (~1.5 GB fp32), and `--save FILE` additionally writes the real fp16 safetensors file with
 the network's own save_weights (training metadata of sd-scripts is not included) and reports its size.
@@ -29,53 +30,7 @@ import json
 import os
 import sys
 
-PRESET_TOML = """\
-enable_conv = true
-unet_target_module = ["Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"]
-unet_target_name = [".*time_embed\\\\..+", ".*label_emb\\\\..+", ".*input_blocks\\\\.0.+", "^out\\\\..+"]
-text_encoder_target_module = ["CLIPAttention", "CLIPSdpaAttention", "CLIPMLP"]
-
-[module_algo_map.CrossAttention]
-algo = "lokr"
-dim = 10000
-alpha = 10000
-factor = 4
-
-[module_algo_map.FeedForward]
-algo = "lokr"
-dim = 10000
-alpha = 10000
-factor = 2
-
-[module_algo_map.CLIPAttention]
-algo = "lokr"
-dim = 10000
-alpha = 10000
-factor = 8
-
-[module_algo_map.CLIPSdpaAttention]
-algo = "lokr"
-dim = 10000
-alpha = 10000
-factor = 8
-
-[module_algo_map.CLIPMLP]
-algo = "lokr"
-dim = 10000
-alpha = 10000
-factor = 8
-"""
-
-NETWORK_ARGS = [
-    "algo=lokr",
-    "factor=8",
-    "conv_dim=10000",
-    "conv_alpha=10000",
-    "dropout=0",
-    "train_norm=True",
-]
-NETWORK_DIM = 10000  # argparse type=int
-NETWORK_ALPHA = 10000.0  # argparse type=float
+NETWORK_ARGS = "algo=lokr factor=8 conv_dim=10000 conv_alpha=10000 dropout=0 train_norm=True"
 SAFETENSORS_DTYPE_BYTES = 2  # --save_precision fp16
 
 
@@ -101,7 +56,11 @@ def _safetensors_header_len(shapes: dict[str, list[int]], dtype: str = "F16", nb
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sd-scripts", default="third_party/sd-scripts")
-    ap.add_argument("--preset-out", default="/tmp/delta_lokr.toml", help="where to write the preset TOML")
+    ap.add_argument("--preset", default="presets/lycoris/delta_lokr.toml", help="the LyCORIS preset file")
+    ap.add_argument("--network-args", default=NETWORK_ARGS, help="--network_args, space-separated, without preset")
+    ap.add_argument("--dim", type=int, default=10000, help="--network_dim (argparse makes it an int)")
+    ap.add_argument("--alpha", type=float, default=10000.0, help="--network_alpha (argparse makes it a float)")
+    ap.add_argument("--unet-only", action="store_true", help="as --network_train_unet_only")
     ap.add_argument("--materialize", action="store_true", help="create LyCORIS params on CPU, not meta")
     ap.add_argument("--save", metavar="FILE", help="write the real fp16 .safetensors (implies --materialize)")
     ap.add_argument("--no-modules", action="store_true", help="omit the per-module list from the output")
@@ -122,9 +81,6 @@ def main(argv=None) -> int:
 
     unet, te1, te2 = build_models(args.sd_scripts)
 
-    with open(args.preset_out, "w", encoding="utf-8") as f:
-        f.write(PRESET_TOML)
-
     import lycoris.kohya as lk
     from lycoris import wrapper as lw
     from lycoris.modules.lokr import LokrModule
@@ -144,7 +100,7 @@ def main(argv=None) -> int:
     lw.network_module_dict["lokr"] = recording_lokr
 
     net_kwargs = {}
-    for net_arg in NETWORK_ARGS + [f"preset={args.preset_out}"]:
+    for net_arg in args.network_args.split() + [f"preset={args.preset}"]:
         k, v = net_arg.split("=", 1)
         net_kwargs[k] = v
 
@@ -154,9 +110,9 @@ def main(argv=None) -> int:
         # the call train_network.py (v0.10.1) makes: create_network(1.0, dim, alpha, vae, text_encoder, unet,
         # neuron_dropout=args.network_dropout, **net_kwargs)
         network = lk.create_network(
-            1.0, NETWORK_DIM, NETWORK_ALPHA, None, text_encoders, unet, neuron_dropout=None, **net_kwargs
+            1.0, args.dim, args.alpha, None, text_encoders, unet, neuron_dropout=None, **net_kwargs
         )
-        network.apply_to(text_encoders, unet, True, True)
+        network.apply_to(text_encoders, unet, not args.unet_only, True)
     lw.network_module_dict["lokr"] = orig_cls
 
     where = {}

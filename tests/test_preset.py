@@ -3,14 +3,17 @@ import tomllib
 import pytest
 
 from kohaku_prep.errors import PrepError
-from kohaku_prep.preset import PRESET_DIR, find_preset, parse_override, resolve, shipped_presets
+from kohaku_prep.preset import (LYCORIS_PRESET_DIR, PRESET_DIR, find_preset, parse_override, resolve,
+                                 shipped_lycoris_presets, shipped_presets)
 
-SHIPPED = sorted(PRESET_DIR.rglob("*.toml"))
+ALL_TOML = sorted(PRESET_DIR.rglob("*.toml"))
+SHIPPED = [p for p in ALL_TOML if LYCORIS_PRESET_DIR not in p.parents]
 
 
 def test_every_shipped_preset_is_found():
-    assert len(SHIPPED) == 1
-    assert shipped_presets() == SHIPPED
+    assert len(ALL_TOML) == 2
+    assert shipped_presets() == SHIPPED and len(SHIPPED) == 1
+    assert shipped_lycoris_presets() == [LYCORIS_PRESET_DIR / "delta_lokr.toml"]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
