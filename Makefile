@@ -11,7 +11,12 @@ SAMPLE_DATASET := build/sample-dataset
 # id-range folders wide enough for its sparse ids
 SAMPLE_QUOTAS := selection.pools.0.take=320 selection.pools.1.take=650 output.ids_per_folder=1000000
 
-.PHONY: setup dataset test clean
+# make train: the Epsilon preset on the sample dataset unless PRESET / TRAIN_ARGS say otherwise;
+# DRY_RUN=1 writes the run folder and prints the command without launching.
+PRESET ?= epsilon
+TRAIN_ARGS ?= run.dataset=$(SAMPLE_DATASET) run.dir=build/sample-run
+
+.PHONY: setup dataset train test clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +30,9 @@ dataset: $(INSTALLED)
 	$(PREP) sample $(SAMPLE)
 	$(PREP) dataset --preset epsilon --metadata $(SAMPLE)/metadata/flat --images $(SAMPLE)/images \
 		--out $(SAMPLE_DATASET) --force $(SAMPLE_QUOTAS)
+
+train: $(INSTALLED)
+	$(PREP) train --preset $(PRESET) $(if $(DRY_RUN),--dry-run) $(TRAIN_ARGS)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q

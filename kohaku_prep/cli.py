@@ -72,6 +72,64 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
           f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
 
 
+@main.command("plan")
+@_preset_option
+@_config_option
+@click.option("--seconds-per-step", type=float, help="Measured seconds per optimizer step, for an ETA.")
+@click.argument("overrides", nargs=-1)
+def plan_command(preset, config, seconds_per_step, overrides) -> None:
+    """Print the run before it runs: buckets, batches, steps, warmup, saves, ETA and LoKr size."""
+    from kohaku_prep import run
+
+    resolved = _resolve(preset, config, overrides)
+    rp = run.make_plan(resolved.preset)
+    click.echo(run.plan_text(rp, resolved.preset, seconds_per_step), nl=False)
+
+
+@main.command()
+@_preset_option
+@_config_option
+@click.option("--check", is_flag=True, help="Run the preflight checks only.")
+@click.option("--dry-run", is_flag=True, help="Write the run folder and print the command; launch nothing.")
+@click.option("--resume", metavar="latest|STATE", help="Continue from a saved state of this run.")
+@click.option("--sd-scripts", "sd_scripts", help="An sd-scripts checkout (default: KOHAKU_SD_SCRIPTS, "
+                                                  "then third_party/sd-scripts).")
+@click.argument("overrides", nargs=-1)
+def train(preset, config, check, dry_run, resume, sd_scripts, overrides) -> None:
+    """Preflight, write the run folder, then hand the process to `accelerate launch`."""
+    import os
+
+    from kohaku_prep import resume as resume_module
+    from kohaku_prep import run
+
+    resolved = _resolve(preset, config, overrides)
+    p = resolved.preset
+    checkout = run.sd_scripts_dir(sd_scripts)
+    rp = run.make_plan(p)
+    checks = run.run_preflight(p, rp, checkout)
+    for c in checks:
+        _echo(c.line())
+    failed = [c for c in checks if not c.ok]
+    if check:
+        sys.exit(1 if failed else 0)
+    extra = []
+    if resume:
+        state = resume_module.find_state(resume, Path(p.run.dir) / "output", p.saving.output_name)
+        extra = resume_module.resume_args(state, p.schedule.gradient_accumulation_steps, p.launch.num_processes,
+                                          resume_module.epoch_steps(rp.steps.optimizer_steps, p.schedule.epochs))
+        _echo(f"resuming from {state.path} at optimizer step {state.step:,}")
+    argv = run.write_run_folder(resolved, rp, checkout, preset, extra)
+    _echo(f"run folder: {Path(p.run.dir).resolve()} (command.sh, train.toml, dataset.toml, preset.toml, plan.txt)")
+    click.echo(" ".join(argv))
+    if dry_run:
+        return
+    if failed:
+        raise PrepError(f"{len(failed)} preflight check(s) failed; nothing was launched")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, os.environ)  # the trainer owns Ctrl-C and the exit code from here
+
+
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--posts", default=2400, show_default=True, help="How many posts to generate.")

@@ -80,6 +80,98 @@ class DatasetSection:
 
 
 @dataclass
+class ModelSection:
+    pretrained: str = ""  # the SDXL base checkpoint (.safetensors)
+    vae: str = ""  # optional separate VAE
+    tokenizer_cache_dir: str = ""  # offline CLIP tokenizers (kohaku-prep tokenizers DIR); empty: the hub
+
+
+@dataclass
+class NetworkSection:
+    module: Literal["lycoris.kohya"] = "lycoris.kohya"
+    preset: str = "lycoris/delta_lokr.toml"  # a LyCORIS preset file, relative to presets/ or a path
+    algo: Literal["lokr"] = "lokr"
+    dim: int = 10000
+    alpha: float = 10000.0
+    factor: int = 8
+    conv_dim: int = 10000
+    conv_alpha: float = 10000.0
+    dropout: float = 0.0
+    train_norm: bool = True
+    train_text_encoder: bool = True
+
+
+@dataclass
+class OptimizerSection:
+    type: str = "Lion8bit"
+    unet_lr: float = 2e-5
+    text_encoder_lr: float = 5e-6
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class ScheduleSection:
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_optimizer_steps: int = 1000  # counted in optimizer steps, whatever the number of processes
+    epochs: int = 1
+    gradient_accumulation_steps: int = 1
+    seed: int = 1337
+
+
+@dataclass
+class TrainingSection:
+    mixed_precision: Literal["no", "fp16", "bf16"] = "fp16"
+    full_fp16: bool = False
+    save_precision: Literal["fp16", "bf16", "float"] = "fp16"
+    attention: Literal["xformers", "sdpa", "mem_eff_attn", "none"] = "sdpa"
+    gradient_checkpointing: bool = True
+    min_snr_gamma: float = 0.0
+    noise_offset: float = 0.0
+    max_token_length: Literal[75, 150, 225] = 225
+    max_data_loader_n_workers: int = 8
+
+
+@dataclass
+class SavingSection:
+    output_name: str = "lokr"
+    every_n_steps: int = 0  # 0: only at the end
+    save_state: bool = True
+
+
+@dataclass
+class LaunchSection:
+    device: Literal["cuda", "cpu"] = "cuda"
+    num_processes: int = 1  # in all, over every machine
+    num_machines: int = 1
+    machine_rank: int = 0  # the default; command.sh takes MACHINE_RANK from the environment
+    main_process_ip: str = "127.0.0.1"
+    main_process_port: int = 29500
+    ddp_timeout_minutes: int = 0  # 0: the trainer's default
+    ddp_gradient_as_bucket_view: bool = False
+
+
+@dataclass
+class LoggingSection:
+    log_with: Literal["tensorboard", "wandb", "all"] = "tensorboard"
+    wandb_run_name: str = ""  # the key comes from WANDB_API_KEY in the environment, never the command
+
+
+@dataclass
+class SamplesSection:
+    prompts: str = ""  # a prompt file, relative to presets/ or a path; empty: no samples
+    every_n_steps: int = 0
+    sampler: str = "euler_a"
+
+
+@dataclass
+class RunSection:
+    dataset: str = ""  # a dataset folder built by `kohaku-prep dataset`
+    dir: str = ""  # the run folder: config, command, logs, saved states and the LoKr file
+
+
+@dataclass
 class Preset:
     input: InputSection = field(default_factory=InputSection)
     selection: SelectionSection = field(default_factory=SelectionSection)
@@ -87,6 +179,16 @@ class Preset:
     caption: CaptionSection = field(default_factory=CaptionSection)
     output: OutputSection = field(default_factory=OutputSection)
     dataset: DatasetSection = field(default_factory=DatasetSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    network: NetworkSection = field(default_factory=NetworkSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    saving: SavingSection = field(default_factory=SavingSection)
+    launch: LaunchSection = field(default_factory=LaunchSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    samples: SamplesSection = field(default_factory=SamplesSection)
+    run: RunSection = field(default_factory=RunSection)
 
 
 # ---------------------------------------------------------------- layering

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from helpers import GOLDEN, build_sample, resolve_sample
+import kohaku_prep
 from kohaku_prep import build, dataset_files, images
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock
@@ -48,7 +49,7 @@ def test_dataset_toml_matches_golden_and_sd_scripts_types(sample_dataset):
 
 
 def test_dataset_toml_keys_are_allowed_at_their_level(sample_dataset):
-    facts = json.loads((Path(__file__).parent / "data" / "sd_scripts_interface.json").read_text())
+    facts = json.loads((Path(kohaku_prep.__file__).parent / "data" / "sd_scripts_interface.json").read_text())
     keys = facts["dataset_config_keys"]
     config = tomllib.loads((sample_dataset / "dataset.toml").read_text())
     assert set(config["general"]) <= set(keys["general"])

@@ -63,3 +63,35 @@ def test_sample_command(tmp_path):
     result = run("sample", str(tmp_path / "s"), "--posts", "200")
     assert result.exit_code == 0 and "sample: 200 posts" in result.output
     assert (tmp_path / "s" / "metadata" / "normalized" / "posttagrelation.parquet").exists()
+
+
+def test_plan_command(sample_dataset):
+    result = run("plan", f"run.dataset={sample_dataset}", "--seconds-per-step", "50")
+    assert result.exit_code == 0, result.output
+    assert "optimizer steps" in result.output and "LoKr              384,645,360 parameters" in result.output
+
+
+def test_train_dry_run_writes_the_run_folder_and_prints_the_command(sample_dataset, tmp_path):
+    result = run("train", "--dry-run", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}")
+    assert result.exit_code == 0, result.output
+    assert "FAIL base model: model.pretrained is not set" in result.output
+    command = [line for line in result.output.splitlines() if "accelerate.commands.launch" in line]
+    assert command and command[0].endswith(f"--config_file {tmp_path / 'run' / 'train.toml'}")
+    assert (tmp_path / "run" / "command.sh").exists()
+
+
+def test_train_refuses_to_launch_when_preflight_fails(sample_dataset, tmp_path):
+    result = run("train", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}")
+    assert result.exit_code == 1 and "preflight check(s) failed; nothing was launched" in result.output
+    check = run("train", "--check", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run2'}")
+    assert check.exit_code == 1 and not (tmp_path / "run2").exists()
+
+
+def test_train_resume_of_epsilon_is_refused_with_the_reason(sample_dataset, tmp_path):
+    state = tmp_path / "run" / "output" / "kohaku-xl-epsilon-step00000002-state"
+    state.mkdir(parents=True)
+    (state / "train_state.json").write_text('{"current_step": 2}')
+    (state / "random_states_0.pkl").write_bytes(b"")
+    result = run("train", "--dry-run", "--resume", "latest", f"run.dataset={sample_dataset}",
+                 f"run.dir={tmp_path / 'run'}")
+    assert result.exit_code == 1 and "cannot resume with gradient accumulation 16" in result.output

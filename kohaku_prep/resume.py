@@ -1,0 +1,83 @@
+"""Resuming a run from a state sd-scripts saved, only where the pinned trainer gets it right.
+
+sd-scripts v0.10.1 (train_network.py) resumes with `--resume DIR --skip_until_initial_step`. It skips
+S x G micro-batches for a state saved at optimizer step S with gradient accumulation G, which is the
+right data position, but then counts epochs to skip as S x G / (optimizer steps per epoch) and sets
+its step counter to the micro-batch count, both wrong whenever G > 1 (sd-scripts issue #2407): it ends
+at once, trains an extra epoch, or runs on with shifted step numbers. No combination of its flags gives
+both the right data position and the right step for G > 1, so such a resume is refused.
+
+The data position is reproduced only under DDP: there accelerate seeds the sampler from a generator
+re-created identically at start; a single process draws its order from the restored global RNG,
+which differs from the order of the interrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kohaku_prep import SD_SCRIPTS_TAG
+from kohaku_prep.errors import PrepError
+
+# accelerate writes random_states_0.pkl last (after train_state.json, the model, optimizer, scheduler)
+COMPLETE_MARKER = "random_states_0.pkl"
+
+
+@dataclass
+class SavedState:
+    path: Path
+    step: int  # optimizer steps done, from the trainer's train_state.json
+
+
+def saved_states(output_dir: Path, output_name: str) -> list[SavedState]:
+    """Complete saved states, oldest first; a state cut off mid-save lacks its last file and is skipped."""
+    pattern = re.compile(rf"^{re.escape(output_name)}-(step\d{{8}}-|\d{{6}}-)?state$")
+    states = []
+    for folder in sorted(output_dir.glob(f"{output_name}-*state")) if output_dir.is_dir() else []:
+        if not pattern.match(folder.name) or not (folder / COMPLETE_MARKER).is_file():
+            continue
+        try:
+            step = int(json.loads((folder / "train_state.json").read_text())["current_step"])
+        except (OSError, ValueError, KeyError):
+            continue
+        states.append(SavedState(folder, step))
+    return sorted(states, key=lambda s: (s.step, s.path.name))
+
+
+def find_state(which: str, output_dir: Path, output_name: str) -> SavedState:
+    if which != "latest":
+        path = Path(which)
+        matches = [s for s in saved_states(path.parent, output_name) if s.path == path]
+        if not matches:
+            raise PrepError(f"{path}: not a complete saved state of '{output_name}'")
+        return matches[0]
+    states = saved_states(output_dir, output_name)
+    if not states:
+        raise PrepError(f"{output_dir}: no complete saved state to resume from")
+    return states[-1]
+
+
+def resume_args(state: SavedState, accumulation: int, processes: int, steps_per_epoch: int) -> list[str]:
+    """The trainer flags that continue at the right data position and step, or a refusal with the reason.
+
+    steps_per_epoch: optimizer steps in one epoch (the plan's optimizer steps / epochs).
+    """
+    if accumulation > 1:
+        raise PrepError(
+            f"cannot resume with gradient accumulation {accumulation}: sd-scripts {SD_SCRIPTS_TAG} would "
+            f"skip to the right data but count {state.step} x {accumulation} as its step (issue #2407), "
+            "ending at once or training past the plan")
+    if processes < 2:
+        raise PrepError("cannot resume a single-process run at its data position: sd-scripts draws the "
+                        "resumed epoch's order anew, so skipped batches would not be the ones trained")
+    if state.step >= steps_per_epoch:
+        raise PrepError(f"cannot resume past the first epoch (state at step {state.step:,}, "
+                        f"{steps_per_epoch:,} per epoch): sd-scripts {SD_SCRIPTS_TAG} then restarts its step count")
+    return ["--resume", str(state.path), "--skip_until_initial_step"]
+
+
+def epoch_steps(optimizer_steps: int, epochs: int) -> int:
+    return math.ceil(optimizer_steps / epochs)

@@ -1,0 +1,110 @@
+"""A training run: its plan, its run folder (everything the trainer reads, the exact command, the resolved
+preset, the versions) and its preflight. Writes files; the launch itself is the CLI's.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, interface, lokr, plan, preflight, training
+from kohaku_prep.errors import PrepError
+from kohaku_prep.fsutil import write_atomic
+from kohaku_prep.preset import PRESET_DIR, Preset, Resolved
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSIONED = ("torch", "accelerate", "lycoris-lora", "bitsandbytes", "transformers", "diffusers", "numpy", "pyarrow")
+
+
+def sd_scripts_dir(flag: str | None = None) -> Path:
+    """--sd-scripts, else KOHAKU_SD_SCRIPTS, else the submodule."""
+    return Path(flag or os.environ.get("KOHAKU_SD_SCRIPTS") or ROOT / "third_party" / "sd-scripts").resolve()
+
+
+def preset_file(name: str) -> Path:
+    """A file named in a preset: relative to presets/ when it is there, else as given."""
+    shipped = PRESET_DIR / name
+    return shipped if shipped.is_file() else Path(name)
+
+
+@dataclass
+class RunPlan:
+    steps: plan.StepPlan
+    network: lokr.NetworkPlan
+
+
+def make_plan(p: Preset) -> RunPlan:
+    manifest_path = Path(p.run.dataset) / "manifest.parquet"
+    if not p.run.dataset or not manifest_path.is_file():
+        raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (set run.dataset=DIR)")
+    sizes = pq.read_table(manifest_path, columns=["width", "height"])
+    buckets = plan.bucket_counts(sizes["width"].to_numpy(), sizes["height"].to_numpy(), p.dataset)
+    n = p.network
+    args = lokr.NetworkArgs(n.dim, n.factor, n.conv_dim, n.train_norm, n.train_text_encoder)
+    network = lokr.plan_network(lokr.read_lycoris_preset(preset_file(n.preset)), args)
+    return RunPlan(plan.step_plan(buckets, p), network)
+
+
+def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> str:
+    size = rp.network.file_bytes(p.training.save_precision)
+    return "\n".join(plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)) + "\n"
+
+
+def versions(sd_scripts: Path) -> dict[str, str]:
+    out = {"kohaku-prep": __version__, "python": platform.python_version(),
+           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or "absent",
+           "sd-scripts pinned": SD_SCRIPTS_COMMIT}
+    for dist in VERSIONED:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_name: str,
+                     extra_args: list[str] = ()) -> list[str]:
+    """Write the run folder; returns the launch argv. Refuses anything the pinned trainer would not take."""
+    p = resolved.preset
+    if not p.run.dir:
+        raise PrepError("set run.dir (the run folder)")
+    paths = training.RunPaths(Path(p.run.dir).resolve())
+    config = training.training_config(p, paths)
+    dataset_config = tomllib.loads((Path(p.run.dataset) / "dataset.toml").read_text())
+    problems = interface.check_training_config(config) + interface.check_dataset_config(dataset_config)
+    if problems:
+        raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.train_toml, training.training_toml(p, paths, preset_name))
+    write_atomic(paths.dataset_toml, (Path(p.run.dataset) / "dataset.toml").read_bytes())
+    write_atomic(paths.lycoris_preset, preset_file(p.network.preset).read_bytes())
+    if p.samples.prompts:
+        write_atomic(paths.prompts, preset_file(p.samples.prompts).read_bytes())
+    rank = int(os.environ.get("MACHINE_RANK", p.launch.machine_rank))
+    argv = training.launch_argv(p, paths, sd_scripts, rank, extra=list(extra_args))
+    write_atomic(paths.command, training.command_script(argv, p.launch.machine_rank))
+    paths.command.chmod(0o755)
+    write_atomic(paths.root / "preset.toml", resolved.to_toml())
+    write_atomic(paths.root / "plan.txt", plan_text(rp, p))
+    write_atomic(paths.root / "versions.json", json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n")
+    return argv
+
+
+def run_preflight(p: Preset, rp: RunPlan, sd_scripts: Path) -> list[preflight.Check]:
+    saves = len(rp.steps.save_points)
+    size = rp.network.file_bytes(p.training.save_precision)
+    return [
+        preflight.check_sd_scripts(sd_scripts),
+        *preflight.check_packages(p.optimizer.type),
+        preflight.check_gpus(p),
+        preflight.check_base_model(p),
+        preflight.check_dataset(p),
+        preflight.check_tokenizers(p),
+        preflight.check_disk(p, Path(p.run.dir or "."), saves, rp.network.params, size),
+    ]

@@ -1,0 +1,128 @@
+"""Preset -> training TOML, launch command and run folder; every option checked against the trainer's facts."""
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from helpers import GOLDEN
+from kohaku_prep import interface, run, training
+from kohaku_prep.errors import PrepError
+from kohaku_prep.preset import find_preset, resolve, shipped_presets
+
+RUN = training.RunPaths(Path("/runs/epsilon"))
+
+
+def preset(*overrides):
+    return resolve(find_preset("epsilon"), None, list(overrides)).preset
+
+
+@pytest.mark.parametrize("path", shipped_presets(), ids=lambda p: p.stem)
+def test_every_emitted_option_is_one_the_trainer_accepts(path):
+    config = training.training_config(resolve(path).preset, RUN)
+    assert interface.check_training_config(config) == []
+
+
+def test_epsilon_training_toml_matches_golden():
+    p = preset("model.pretrained=/models/sd_xl_base_1.0.safetensors")
+    text = training.training_toml(p, RUN, "epsilon")
+    assert text == (GOLDEN / "epsilon.train.toml").read_text()
+    config = tomllib.loads(text)
+    assert config["lr_warmup_steps"] == 4000 and isinstance(config["lr_warmup_steps"], int)
+    assert config["network_args"] == ["algo=lokr", "factor=8", "conv_dim=10000", "conv_alpha=10000",
+                                      "train_norm=True", "preset=/runs/epsilon/lycoris_preset.toml"]
+    assert config["optimizer_args"] == ["weight_decay=0.1", "betas=(0.9, 0.95)"]
+    assert config["mixed_precision"] == "fp16" and config["full_fp16"] is True and config["seed"] == 1337
+
+
+@pytest.mark.parametrize("processes, expected", [(1, 1000), (2, 2000), (4, 4000), (8, 8000)])
+def test_warmup_counts_optimizer_steps_whatever_the_processes(processes, expected):
+    p = preset(f"launch.num_processes={processes}")
+    assert training.training_config(p, RUN)["lr_warmup_steps"] == expected
+
+
+def test_network_args_never_carry_a_false():
+    p = preset("network.train_norm=false", "network.dropout=0.0")
+    args = training.network_args(p, RUN)
+    assert not [a for a in args if a.split("=")[1].lower() == "false"]
+    assert not [a for a in args if a.startswith(("train_norm", "dropout", "decompose_both"))]
+    assert "dropout=0.1" in training.network_args(preset("network.dropout=0.1"), RUN)
+
+
+def test_unet_only_and_attention_choices():
+    config = training.training_config(preset("network.train_text_encoder=false", "training.attention=sdpa"), RUN)
+    assert config["network_train_unet_only"] is True and "text_encoder_lr" not in config
+    assert config["sdpa"] is True and "xformers" not in config
+    assert interface.check_training_config(config) == []
+
+
+def test_launch_command_is_fully_explicit():
+    p = preset()
+    argv = training.launch_argv(p, RUN, Path("/sd"), 0, python="/venv/bin/python")
+    flags = dict(zip(argv[3::2], argv[4::2]))
+    assert argv[:3] == ["/venv/bin/python", "-m", "accelerate.commands.launch"]
+    for flag, value in {"--num_processes": "4", "--num_machines": "1", "--machine_rank": "0",
+                        "--main_process_ip": "127.0.0.1", "--main_process_port": "29500",
+                        "--mixed_precision": "fp16"}.items():
+        assert flags[flag] == value
+    assert "--multi_gpu" in argv and argv[-3:] == ["/sd/sdxl_train_network.py", "--config_file",
+                                                   "/runs/epsilon/train.toml"]
+    single = training.launch_argv(preset("launch.num_processes=1"), RUN, Path("/sd"), 0)
+    assert "--multi_gpu" not in single
+    assert "--cpu" in training.launch_argv(preset("launch.device=cpu", "launch.num_processes=1"), RUN, Path("/sd"), 0)
+
+
+def test_command_script_takes_the_rank_from_the_environment():
+    argv = training.launch_argv(preset("launch.num_machines=2"), RUN, Path("/sd"), 0, python="/venv/bin/python")
+    script = training.command_script(argv, 0)
+    assert '--machine_rank "${MACHINE_RANK:-0}" \\' in script and script.startswith("#!/usr/bin/env bash")
+    assert "    --multi_gpu \\\n" in script
+
+
+def test_interface_check_catches_what_sd_scripts_would_ignore_or_misread():
+    problems = interface.check_training_config({
+        "learning_rat": 1e-4, "lr_warmup_steps": 1000.0, "network_args": "algo=lokr", "xformers": False,
+        "mixed_precision": "FP16", "max_token_length": 200, "resolution": 1024, "text_encoder_lr": 5e-6})
+    text = "\n".join(problems)
+    assert "'learning_rat' is not an option" in text
+    assert "'lr_warmup_steps' = 1000.0" in text
+    assert "'network_args' = 'algo=lokr': the trainer needs an array of strings" in text
+    assert "'xformers' = False" in text
+    assert "'mixed_precision' = 'FP16': not one of" in text
+    assert "'max_token_length' = 200" in text
+    assert "'resolution' = 1024: the trainer needs str" in text
+    assert len(problems) == 7  # text_encoder_lr as one float is fine
+
+
+def test_interface_check_of_dataset_toml():
+    bad = {"general": {"caption_extension": ".txt", "caption_tag_dropout_rate": 0, "image_dir": "/x"},
+           "datasets": [{"resolution": 1024.0, "subsets": [{"num_repeats": 1}]}]}
+    problems = interface.check_dataset_config(bad)
+    assert problems == ["[general]: 'image_dir' is not allowed in a general table",
+                        "datasets[0]: 'resolution' = 1024.0 must be int|[int,int]",
+                        "datasets[0].subsets[0]: image_dir is required"]
+
+
+def test_run_folder_holds_everything_the_trainer_reads(sample_dataset, tmp_path):
+    resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"'])
+    rp = run.make_plan(resolved.preset)
+    argv = run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
+    names = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert names == ["command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt", "preset.toml",
+                     "prompts.txt", "train.toml", "versions.json"]
+    config = tomllib.loads((tmp_path / "r" / "train.toml").read_text())
+    for key in ("dataset_config", "sample_prompts"):
+        assert Path(config[key]).parent == tmp_path / "r"
+    assert (tmp_path / "r" / "command.sh").stat().st_mode & 0o111
+    assert argv[-1] == str(tmp_path / "r" / "train.toml")
+    assert "override run.dir" in (tmp_path / "r" / "preset.toml").read_text()
+
+
+def test_run_folder_refuses_what_the_trainer_would_not_take(sample_dataset, tmp_path):
+    resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"',
+                                                      'optimizer.type="Lion8bit"'])
+    rp = run.make_plan(resolved.preset)
+    resolved.preset.training.mixed_precision = "FP16"  # as a hand-edited resolved preset might say
+    with pytest.raises(PrepError, match="'mixed_precision' = 'FP16'"):
+        run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
+    assert not (tmp_path / "r").exists()
