@@ -435,6 +435,28 @@ def check_values(p: Preset) -> list[str]:
             errors.append(f"{name} overlaps the pool starting at {pools[i + 1].start}")
     if not p.selection.pools:
         errors.append("selection.pools is empty: nothing could be selected")
+    return errors + check_training_values(p)
+
+
+def check_training_values(p: Preset) -> list[str]:
+    errors = []
+    t, la, s = p.training, p.launch, p.schedule
+    if t.full_fp16 and t.mixed_precision != "fp16":
+        errors.append("training.full_fp16 needs training.mixed_precision = \"fp16\" (sd-scripts asserts it)")
+    if la.num_processes < 1 or la.num_machines < 1 or la.num_processes % la.num_machines:
+        errors.append("launch.num_processes must be a positive multiple of launch.num_machines")
+    if not 0 <= la.machine_rank < la.num_machines:
+        errors.append("launch.machine_rank must be in [0, launch.num_machines)")
+    if la.device == "cpu" and (la.num_processes > 1 or t.mixed_precision == "fp16"):
+        errors.append("launch.device = \"cpu\" runs one process without fp16 (the fp16 scaler needs a GPU)")
+    if s.gradient_accumulation_steps < 1 or s.epochs < 1 or s.warmup_optimizer_steps < 0:
+        errors.append("schedule: gradient_accumulation_steps and epochs must be >= 1, warmup >= 0")
+    if len(p.optimizer.betas) != 2:
+        errors.append("optimizer.betas must hold two numbers")
+    if p.samples.prompts and p.samples.every_n_steps < 1:
+        errors.append("samples.every_n_steps must be >= 1 when samples.prompts is set")
+    if not p.saving.output_name or p.saving.every_n_steps < 0:
+        errors.append("saving: output_name must be set and every_n_steps >= 0")
     return errors
 
 

@@ -92,6 +92,12 @@ def test_override_values_parse_as_toml_else_string():
     ("dataset.caption_tag_dropout_rate=1.5", r"in \[0, 1\)"),
     ("selection.pools.1.start=1000", "overlaps"),
     ("selection.pools.0.take=-1", "take must be"),
+    ("training.mixed_precision=bf16", "full_fp16 needs"),
+    ("launch.num_machines=3", "positive multiple"),
+    ("launch.machine_rank=1", "machine_rank must be"),
+    ("optimizer.betas=[0.9]", "two numbers"),
+    ("samples.every_n_steps=0", "every_n_steps must be >= 1"),
+    ("schedule.gradient_accumulation_steps=0", "must be >= 1"),
 ])
 def test_value_checks(override, message):
     with pytest.raises(PrepError, match=message):

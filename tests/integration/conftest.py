@@ -1,12 +1,13 @@
 """The integration tier: sd-scripts' own code, run in the trainer's Python environment.
 
 It needs the checkout at third_party/sd-scripts (or KOHAKU_SD_SCRIPTS) and a Python that can import
-it (KOHAKU_TRAINER_PYTHON, else .venv-train/bin/python). Without them every test here is skipped,
-with the reason.
+it: KOHAKU_TRAINER_PYTHON, else the Python running the tests (once the trainer's requirements are
+installed in it). Without them every test here is skipped, with the reason.
 """
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,13 +31,14 @@ def sd_scripts() -> Path:
 
 @pytest.fixture(scope="session")
 def trainer_python(sd_scripts) -> str:
-    python = os.environ.get("KOHAKU_TRAINER_PYTHON", str(ROOT / ".venv-train" / "bin" / "python"))
+    python = os.environ.get("KOHAKU_TRAINER_PYTHON", sys.executable)
     if not Path(python).exists():
         pytest.skip(f"no trainer Python at {python} (set KOHAKU_TRAINER_PYTHON)")
     probe = subprocess.run([python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import library.config_util",
                             str(sd_scripts)], capture_output=True, text=True)
     if probe.returncode:
-        pytest.skip(f"{python} cannot import sd-scripts: {probe.stderr.strip().splitlines()[-1]}")
+        reason = probe.stderr.strip().splitlines()[-1]
+        pytest.skip(f"{python} cannot import sd-scripts ({reason}): make setup-train, or set KOHAKU_TRAINER_PYTHON")
     return python
 
 

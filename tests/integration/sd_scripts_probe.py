@@ -36,6 +36,6 @@ for ds in group.datasets:
         images.append({"path": info.absolute_path, "caption": info.caption, "size": list(info.image_size),
                        "bucket": list(info.bucket_reso),
                        "processed": [ds.process_caption(subset, info.caption) for _ in range(draws)]})
-    out["datasets"].append({"batch_size": ds.batch_size, "resolution": [ds.width, ds.height],
+    out["datasets"].append({"batch_size": ds.batch_size, "resolution": [ds.width, ds.height], "batches": len(ds),
                             "subsets": subsets, "images": images})
 json.dump(out, sys.stdout)
