@@ -31,7 +31,9 @@ def test_too_few_gpus():
     check = preflight.check_gpus(epsilon(), count=2)
     assert not check.ok and "2 visible, 4 process(es) per machine" in check.detail
     assert preflight.check_gpus(epsilon("launch.num_machines=2"), count=2).ok
-    assert preflight.check_gpus(epsilon("launch.device=cpu"), count=0).ok
+    cpu = epsilon("launch.device=cpu", "launch.num_processes=1", "training.mixed_precision=no",
+                  "training.full_fp16=false")
+    assert preflight.check_gpus(cpu, count=0).ok
 
 
 def write_safetensors(path, header: dict):
