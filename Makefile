@@ -22,6 +22,8 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# CLIP's BPE merges for `kohaku-prep tokenizers` ship in this wheel; its torch needs are not ours
+	$(PY) -m pip install -q --no-deps open-clip-torch==3.3.0
 	touch $@
 
 setup: $(INSTALLED)

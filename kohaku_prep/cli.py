@@ -144,6 +144,20 @@ def sample(folder, posts, seed) -> None:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--bpe", type=click.Path(dir_okay=False, exists=True),
+              help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the one inside open-clip-torch).")
+def tokenizers(folder, bpe) -> None:
+    """Build the offline CLIP tokenizer cache for model.tokenizer_cache_dir (sd-scripts --tokenizer_cache_dir)."""
+    from kohaku_prep import tokenizers as tokenizer_module
+
+    source = Path(bpe) if bpe else tokenizer_module.find_bpe()
+    for target in tokenizer_module.write_cache(Path(folder), source):
+        _echo(f"tokenizer: {target}")
+    _echo(f"set model.tokenizer_cache_dir={folder}")
+
+
+@main.command()
 def presets() -> None:
     """List the shipped presets."""
     for path in shipped_presets():
