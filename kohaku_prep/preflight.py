@@ -192,6 +192,18 @@ def _hub_reachable() -> bool:
         return False
 
 
+def check_logging(p: Preset) -> Check:
+    """TensorBoard needs nothing more; W&B needs its package and a key from the environment, never the command."""
+    if p.logging.log_with == "tensorboard":
+        return Check("logging", True, "TensorBoard in run.dir/logs")
+    if importlib.util.find_spec("wandb") is None:
+        return Check("logging", False, f"log_with = {p.logging.log_with} needs wandb: pip install wandb")
+    netrc = Path.home() / ".netrc"
+    if not os.environ.get("WANDB_API_KEY") and not (netrc.is_file() and "api.wandb.ai" in netrc.read_text()):
+        return Check("logging", False, "W&B has no key: export WANDB_API_KEY (it is never written to the command)")
+    return Check("logging", True, f"{p.logging.log_with}, key from the environment")
+
+
 def state_bytes(lokr_params: int, p: Preset) -> int:
     """One saved state: the network (fp16 under full_fp16, else fp32) and the optimizer's state
     (about 1 byte a parameter for 8-bit optimizers, 4 for 32-bit Lion, 8 for AdamW)."""

@@ -106,5 +106,6 @@ def run_preflight(p: Preset, rp: RunPlan, sd_scripts: Path) -> list[preflight.Ch
         preflight.check_base_model(p),
         preflight.check_dataset(p),
         preflight.check_tokenizers(p),
+        preflight.check_logging(p),
         preflight.check_disk(p, Path(p.run.dir or "."), saves, rp.network.params, size),
     ]

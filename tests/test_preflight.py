@@ -114,3 +114,25 @@ def test_sd_scripts_checkout(tmp_path):
     (tmp_path / "sdxl_train_network.py").write_text("")
     check = preflight.check_sd_scripts(tmp_path)
     assert not check.ok and "not v0.10.1" in check.detail
+
+
+def test_logging(monkeypatch, tmp_path):
+    assert preflight.check_logging(epsilon()).ok
+    monkeypatch.setattr(preflight.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    check = preflight.check_logging(epsilon("logging.log_with=wandb"))
+    assert not check.ok and "export WANDB_API_KEY" in check.detail
+    monkeypatch.setenv("WANDB_API_KEY", "secret")
+    assert preflight.check_logging(epsilon("logging.log_with=wandb")).ok
+
+
+def test_the_wandb_key_never_reaches_the_command(sample_dataset, tmp_path, monkeypatch):
+    from kohaku_prep import run
+    monkeypatch.setenv("WANDB_API_KEY", "secret-key")
+    resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}"',
+                                                      "logging.log_with=wandb", "logging.wandb_run_name=eps"])
+    run.write_run_folder(resolved, run.make_plan(resolved.preset), tmp_path, "epsilon")
+    for f in tmp_path.iterdir():
+        assert "secret-key" not in f.read_text()
+    assert "wandb_api_key" not in (tmp_path / "train.toml").read_text()
