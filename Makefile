@@ -16,17 +16,25 @@ SAMPLE_QUOTAS := selection.pools.0.take=320 selection.pools.1.take=650 output.id
 PRESET ?= epsilon
 TRAIN_ARGS ?= run.dataset=$(SAMPLE_DATASET) run.dir=build/sample-run
 
-.PHONY: setup dataset train test clean
+.PHONY: setup setup-train dataset train test clean
 
+# open-clip-torch without its dependencies: `kohaku-prep tokenizers` needs only the CLIP BPE file it ships
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	# CLIP's BPE merges for `kohaku-prep tokenizers` ship in this wheel; its torch needs are not ours
 	$(PY) -m pip install -q --no-deps open-clip-torch==3.3.0
 	touch $@
 
 setup: $(INSTALLED)
+
+# The trainer's side: the sd-scripts submodule (where GitHub is reachable; else put a checkout at
+# third_party/sd-scripts or set KOHAKU_SD_SCRIPTS) and its requirements in the same environment, which
+# also turns on the integration tier of `make test`. Large: torch with torchvision is several GB.
+setup-train: $(INSTALLED)
+	git submodule update --init third_party/sd-scripts || \
+		echo "note: could not fetch sd-scripts; use a checkout at third_party/sd-scripts or KOHAKU_SD_SCRIPTS"
+	$(PY) -m pip install -q -e '.[test,train]'
 
 dataset: $(INSTALLED)
 	$(PREP) sample $(SAMPLE)
