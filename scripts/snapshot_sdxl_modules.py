@@ -91,49 +91,17 @@ def build_models(sd_scripts: str):
     with init_empty_weights():
         unet = sdxl_original_unet.SdxlUNet2DConditionModel()
 
-    text_model1_cfg = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        layer_norm_eps=1e-05,
-        dropout=0.0,
-        attention_dropout=0.0,
-        initializer_range=0.02,
-        initializer_factor=1.0,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        model_type="clip_text_model",
-        projection_dim=768,
-    )
-    with init_empty_weights():
-        te1 = CLIPTextModel._from_config(text_model1_cfg)
+    def clip_config(hidden: int, intermediate: int, layers: int, heads: int, act: str) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=49408, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, layer_norm_eps=1e-05,
+            dropout=0.0, attention_dropout=0.0, initializer_range=0.02, initializer_factor=1.0,
+            pad_token_id=1, bos_token_id=0, eos_token_id=2, model_type="clip_text_model", projection_dim=hidden,
+        )
 
-    text_model2_cfg = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=1280,
-        intermediate_size=5120,
-        num_hidden_layers=32,
-        num_attention_heads=20,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        layer_norm_eps=1e-05,
-        dropout=0.0,
-        attention_dropout=0.0,
-        initializer_range=0.02,
-        initializer_factor=1.0,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        model_type="clip_text_model",
-        projection_dim=1280,
-    )
     with init_empty_weights():
-        te2 = CLIPTextModelWithProjection(text_model2_cfg)
+        te1 = CLIPTextModel._from_config(clip_config(768, 3072, 12, 12, "quick_gelu"))
+        te2 = CLIPTextModelWithProjection(clip_config(1280, 5120, 32, 20, "gelu"))
 
     for m in (unet, te1, te2):
         for p in m.parameters():
