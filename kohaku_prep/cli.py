@@ -58,6 +58,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     OVERRIDES are key=value settings over the preset, e.g. selection.seed=7 or selection.pools.0.take=500.
     """
     from kohaku_prep import build, dataset_files
+    from kohaku_prep.selection import Stage
 
     resolved = _resolve(preset, config, overrides, **{
         "input.metadata": metadata, "input.images": images, "output.dir": out})
@@ -66,7 +67,6 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     build.check_output(Path(resolved.preset.output.dir), force)
     plan = build.plan_dataset(resolved.preset, _echo)
     summary = build.write_dataset(plan, resolved, force, _echo)
-    from kohaku_prep.selection import Stage
     _echo("\n".join(dataset_files.stage_lines([Stage(**s) for s in summary["stages"]])))
     _echo(f"dataset: {summary['images']['written']:,} images with captions in "
           f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
