@@ -95,3 +95,21 @@ def test_train_resume_of_epsilon_is_refused_with_the_reason(sample_dataset, tmp_
     result = run("train", "--dry-run", "--resume", "latest", f"run.dataset={sample_dataset}",
                  f"run.dir={tmp_path / 'run'}")
     assert result.exit_code == 1 and "cannot resume with gradient accumulation 16" in result.output
+
+
+def test_train_hands_the_process_to_accelerate(sample_dataset, tmp_path, monkeypatch):
+    import os
+
+    from kohaku_prep import preflight
+    from kohaku_prep import run as run_module
+
+    monkeypatch.setattr(run_module, "run_preflight", lambda p, rp, sd: [preflight.Check("all", True, "stubbed")])
+    handed = []
+    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: handed.append((file, argv)))
+    result = run("train", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}", "--sd-scripts", "/sd")
+    assert result.exit_code == 0, result.output
+    ((file, argv),) = handed
+    assert file == argv[0] and argv[1:3] == ["-m", "accelerate.commands.launch"]
+    assert argv[-3:] == ["/sd/sdxl_train_network.py", "--config_file", str(tmp_path / "run" / "train.toml")]
+    script = (tmp_path / "run" / "command.sh").read_text()
+    assert "/sd/sdxl_train_network.py" in script and str(tmp_path / "run" / "train.toml") in script
