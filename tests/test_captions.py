@@ -1,9 +1,7 @@
 """Captions: the recipe's examples verbatim, and agreement with an independent per-post implementation."""
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from kohaku_prep.preset import FiltersSection, Pool, SelectionSection
 from kohaku_prep.selection import rank_keys, require_images, sample_pool, select

@@ -1,5 +1,4 @@
 """Preset -> training TOML, launch command and run folder; every option checked against the trainer's facts."""
-import math
 import tomllib
 from pathlib import Path
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SAMPLE_OVERRIDES
 from kohaku_prep import run, training
 from kohaku_prep.preset import resolve, shipped_presets
 
