@@ -82,8 +82,9 @@ def bucket_counts(widths: np.ndarray, heights: np.ndarray, ds: DatasetSection) -
 def step_plan(buckets: list[tuple[tuple[int, int], int]], p: Preset) -> StepPlan:
     ds, s, la = p.dataset, p.schedule, p.launch
     batches = sum(math.ceil(n / ds.batch_size) for _, n in buckets)
-    # train_network.py: epochs * ceil(len(dataloader) / num_processes / gradient_accumulation_steps)
-    steps = s.epochs * math.ceil(batches / la.num_processes / s.gradient_accumulation_steps)
+    # train_network.py: epochs * ceil(len(dataloader) / num_processes / gradient_accumulation_steps),
+    # unless --max_train_steps is given instead of epochs
+    steps = s.max_steps or s.epochs * math.ceil(batches / la.num_processes / s.gradient_accumulation_steps)
     return StepPlan(
         images=sum(n for _, n in buckets) // ds.num_repeats, buckets=buckets, batches=batches,
         batch_size=ds.batch_size, processes=la.num_processes, accumulation=s.gradient_accumulation_steps,

@@ -116,6 +116,7 @@ class ScheduleSection:
     lr_scheduler: str = "constant_with_warmup"
     warmup_optimizer_steps: int = 1000  # counted in optimizer steps, whatever the number of processes
     epochs: int = 1
+    max_steps: int = 0  # 0: the epochs decide; else stop after this many optimizer steps
     gradient_accumulation_steps: int = 1
     seed: int = 1337
 
@@ -449,8 +450,8 @@ def check_training_values(p: Preset) -> list[str]:
         errors.append("launch.machine_rank must be in [0, launch.num_machines)")
     if la.device == "cpu" and (la.num_processes > 1 or t.mixed_precision == "fp16"):
         errors.append("launch.device = \"cpu\" runs one process without fp16 (the fp16 scaler needs a GPU)")
-    if s.gradient_accumulation_steps < 1 or s.epochs < 1 or s.warmup_optimizer_steps < 0:
-        errors.append("schedule: gradient_accumulation_steps and epochs must be >= 1, warmup >= 0")
+    if s.gradient_accumulation_steps < 1 or s.epochs < 1 or s.warmup_optimizer_steps < 0 or s.max_steps < 0:
+        errors.append("schedule: gradient_accumulation_steps and epochs must be >= 1, warmup and max_steps >= 0")
     if len(p.optimizer.betas) != 2:
         errors.append("optimizer.betas must hold two numbers")
     if p.samples.prompts and p.samples.every_n_steps < 1:

@@ -102,7 +102,6 @@ def training_config(p: Preset, paths: RunPaths) -> dict:
         "max_grad_norm": float(o.max_grad_norm),
         "lr_scheduler": s.lr_scheduler,
         "lr_warmup_steps": warmup_scheduler_steps(p),  # an int: a float would mean a fraction of the run
-        "max_train_epochs": s.epochs,
         "gradient_accumulation_steps": s.gradient_accumulation_steps,
         "seed": s.seed,  # under DDP every rank must shuffle buckets alike
         "mixed_precision": t.mixed_precision,  # the script's own: it overrides accelerate launch's
@@ -111,6 +110,10 @@ def training_config(p: Preset, paths: RunPaths) -> dict:
         "log_with": p.logging.log_with,
         "log_tracker_name": p.saving.output_name,
     }
+    if s.max_steps:
+        config["max_train_steps"] = s.max_steps
+    else:  # the trainer then derives the steps from the epochs, as the plan does
+        config["max_train_epochs"] = s.epochs
     if n.train_text_encoder:
         config["text_encoder_lr"] = float(o.text_encoder_lr)  # one lr for both encoders in LyCORIS
     else:

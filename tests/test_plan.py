@@ -77,3 +77,12 @@ def test_plan_of_the_sample(sample_dataset):
 def test_eta(seconds, text):
     steps = plan.step_plan(card_buckets(), epsilon())
     assert any(text in line for line in plan.plan_lines(steps, seconds, 1, 1))
+
+
+def test_max_steps_replaces_the_epochs():
+    from kohaku_prep import training
+    from pathlib import Path
+    p = epsilon("schedule.max_steps=2")
+    assert plan.step_plan(card_buckets(), p).optimizer_steps == 2
+    config = training.training_config(p, training.RunPaths(Path("/r")))
+    assert config["max_train_steps"] == 2 and "max_train_epochs" not in config
