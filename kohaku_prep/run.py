@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, interface, lokr, plan, preflight, training
+from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, training
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
 from kohaku_prep.preset import PRESET_DIR, Preset, Resolved
@@ -68,6 +68,15 @@ def versions(sd_scripts: Path) -> dict[str, str]:
     return out
 
 
+def run_dataset_toml(p: Preset, preset_name: str) -> str:
+    """The dataset TOML of the run: the built dataset's subset folders with the preset's [dataset] values,
+    so that what trains is what the plan computed, even when the preset changed after the build."""
+    built = tomllib.loads((Path(p.run.dataset) / "dataset.toml").read_text())
+    image_dirs = [Path(s["image_dir"]) for d in built.get("datasets", []) for s in d.get("subsets", [])]
+    header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__} from {preset_name}"
+    return dataset_files.dataset_toml(p.dataset, image_dirs, header)
+
+
 def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_name: str,
                      extra_args: list[str] = ()) -> list[str]:
     """Write the run folder; returns the launch argv. Refuses anything the pinned trainer would not take."""
@@ -76,13 +85,13 @@ def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_n
         raise PrepError("set run.dir (the run folder)")
     paths = training.RunPaths(Path(p.run.dir).resolve())
     config = training.training_config(p, paths)
-    dataset_config = tomllib.loads((Path(p.run.dataset) / "dataset.toml").read_text())
-    problems = interface.check_training_config(config) + interface.check_dataset_config(dataset_config)
+    dataset_toml = run_dataset_toml(p, preset_name)
+    problems = interface.check_training_config(config) + interface.check_dataset_config(tomllib.loads(dataset_toml))
     if problems:
         raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
     paths.root.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.train_toml, training.training_toml(p, paths, preset_name))
-    write_atomic(paths.dataset_toml, (Path(p.run.dataset) / "dataset.toml").read_bytes())
+    write_atomic(paths.dataset_toml, dataset_toml)
     write_atomic(paths.lycoris_preset, preset_file(p.network.preset).read_bytes())
     if p.samples.prompts:
         write_atomic(paths.prompts, preset_file(p.samples.prompts).read_bytes())

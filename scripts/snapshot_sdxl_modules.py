@@ -79,25 +79,29 @@ def _describe(name, module, nn):
     return rec
 
 
+def clip_config(hidden: int, intermediate: int, layers: int, heads: int, act: str):
+    """The CLIP text encoder config sd-scripts builds for SDXL (library/sdxl_model_util.py)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, layer_norm_eps=1e-05,
+        dropout=0.0, attention_dropout=0.0, initializer_range=0.02, initializer_factor=1.0,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, model_type="clip_text_model", projection_dim=hidden,
+    )
+
+
 def build_models(sd_scripts: str):
     sys.path.insert(0, os.path.abspath(sd_scripts))
     import torch  # noqa: F401
     from accelerate import init_empty_weights
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from library import sdxl_original_unet
 
     # Same constructors and configs as library/sdxl_model_util.py (v0.10.1) load_models_from_sdxl_checkpoint.
     with init_empty_weights():
         unet = sdxl_original_unet.SdxlUNet2DConditionModel()
-
-    def clip_config(hidden: int, intermediate: int, layers: int, heads: int, act: str) -> CLIPTextConfig:
-        return CLIPTextConfig(
-            vocab_size=49408, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-            num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, layer_norm_eps=1e-05,
-            dropout=0.0, attention_dropout=0.0, initializer_range=0.02, initializer_factor=1.0,
-            pad_token_id=1, bos_token_id=0, eos_token_id=2, model_type="clip_text_model", projection_dim=hidden,
-        )
 
     with init_empty_weights():
         te1 = CLIPTextModel._from_config(clip_config(768, 3072, 12, 12, "quick_gelu"))

@@ -126,3 +126,14 @@ def test_run_folder_refuses_what_the_trainer_would_not_take(sample_dataset, tmp_
     with pytest.raises(PrepError, match="'mixed_precision' = 'FP16'"):
         run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_run_trains_with_the_presets_dataset_values(sample_dataset, tmp_path):
+    resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"',
+                                                      "dataset.batch_size=1", "dataset.resolution=512"])
+    run.write_run_folder(resolved, run.make_plan(resolved.preset), Path("/sd"), "epsilon")
+    config = tomllib.loads((tmp_path / "r" / "dataset.toml").read_text())
+    built = tomllib.loads((sample_dataset / "dataset.toml").read_text())
+    (dataset,) = config["datasets"]
+    assert (dataset["batch_size"], dataset["resolution"]) == (1, 512)
+    assert dataset["subsets"] == built["datasets"][0]["subsets"] and config["general"] == built["general"]
