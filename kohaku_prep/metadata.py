@@ -205,12 +205,19 @@ _BATCH_ROWS = 1 << 18
 _CHUNK_POSTS = 1 << 19
 
 
+def _rows_in(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mask of `values` found in `sorted_ids` (sorted, unique): a binary search, no hash set per batch."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
+    return sorted_ids[at] == values
+
+
 def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
-    wanted = pa.array(ids)
     for path in meta.post_files:
         pf = _open(path)
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS]):
-            batch = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
+            batch = batch.filter(pa.array(_rows_in(ids, batch.column("id").to_numpy())))
             if batch.num_rows == 0:
                 continue
             batch_ids = batch.column("id").to_numpy()
@@ -242,24 +249,26 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     for tag_type, category in NORMALIZED_TAG_TYPES.items():
         category_of_type[tag_type] = category
     tag_category = category_of_type[tag_types]
+    tag_ids = tags["id"].to_numpy()
+    tag_order = np.argsort(tag_ids, kind="stable")
+    sorted_tag_ids = tag_ids[tag_order]
 
     # every selected post's relation rows, compactly; a post's tag order is its relation rows' order
-    wanted = pa.array(ids)
     post_rows, order_keys, tag_rows = [], [], []
     for path in meta.relation_files:
         pf = _open(path)
         _check_columns(path, pf.schema_arrow, {"id": _INT, "post_id": _INT, "tag_id": _INT})
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS * 8, columns=["id", "post_id", "tag_id"]):
-            batch = batch.filter(pc.is_in(batch.column("post_id"), value_set=wanted))
+            batch = batch.filter(pa.array(_rows_in(ids, batch.column("post_id").to_numpy())))
             if batch.num_rows == 0:
                 continue
-            tag_index = pc.index_in(batch.column("tag_id"), value_set=tags["id"])
-            if tag_index.null_count:
-                missing = batch.column("tag_id").filter(pc.is_null(tag_index))[0].as_py()
-                raise PrepError(f"{path}: tag id {missing} is not in {meta.tag_file.name}")
+            batch_tags = batch.column("tag_id").to_numpy()
+            known = _rows_in(sorted_tag_ids, batch_tags)
+            if not known.all():
+                raise PrepError(f"{path}: tag id {batch_tags[~known][0]} is not in {meta.tag_file.name}")
             post_rows.append(np.searchsorted(ids, batch.column("post_id").to_numpy()).astype(np.int32))
             order_keys.append(batch.column("id").to_numpy())
-            tag_rows.append(tag_index.to_numpy().astype(np.int32))
+            tag_rows.append(tag_order[np.searchsorted(sorted_tag_ids, batch_tags)].astype(np.int32))
     if not post_rows:
         return
     post_index = np.concatenate(post_rows)
