@@ -16,7 +16,7 @@ SAMPLE_QUOTAS := selection.pools.0.take=320 selection.pools.1.take=650 output.id
 PRESET ?= epsilon
 TRAIN_ARGS ?= run.dataset=$(SAMPLE_DATASET) run.dir=build/sample-run
 
-.PHONY: setup setup-train dataset train smoke test clean
+.PHONY: setup setup-train dataset train smoke bench test clean
 
 # open-clip-torch without its dependencies: `kohaku-prep tokenizers` needs only the CLIP BPE file it ships
 $(INSTALLED): pyproject.toml
@@ -48,6 +48,11 @@ train: $(INSTALLED)
 # about 15 minutes on 2 cores and 18 GB of memory the first time (the random SDXL checkpoint is cached).
 smoke: dataset
 	$(PY) scripts/smoke.py
+
+# Figures of the dataset stage at danbooru2023 scale (7.35M posts; BENCH_ARGS=--quick for a short run).
+# Generating the input takes several minutes once; it is cached in build/bench-cache.
+bench: $(INSTALLED)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q
