@@ -158,36 +158,21 @@ def snapshot(sd_scripts: str) -> dict:
 def dumps(data: dict) -> str:
     """Compact, deterministic JSON with one module record per line."""
 
-    def c(obj):
+    def c(obj) -> str:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
-    out = ["{"]
-    top = sorted(data)
-    for i, k in enumerate(top):
-        tail = "," if i < len(top) - 1 else ""
-        if k != "models":
-            out.append(f"{c(k)}:{c(data[k])}{tail}")
-            continue
-        out.append(f"{c(k)}:{{")
-        mkeys = sorted(data[k])
-        for j, mk in enumerate(mkeys):
-            model = data[k][mk]
-            out.append(f"{c(mk)}:{{")
-            fields = sorted(model)
-            for fi, f in enumerate(fields):
-                ftail = "," if fi < len(fields) - 1 else ""
-                if f != "modules":
-                    out.append(f"{c(f)}:{c(model[f])}{ftail}")
-                    continue
-                out.append(f"{c(f)}:[")
-                recs = model[f]
-                for ri, r in enumerate(recs):
-                    out.append(c(r) + ("," if ri < len(recs) - 1 else ""))
-                out.append("]" + ftail)
-            out.append("}" + ("," if j < len(mkeys) - 1 else ""))
-        out.append("}" + tail)
-    out.append("}")
-    return "\n".join(out) + "\n"
+    def block(opening: str, lines: list[str], closing: str) -> str:
+        return opening + "\n" + ",\n".join(lines) + "\n" + closing
+
+    def field(name: str, value) -> str:
+        return block(f"{c(name)}:[", [c(r) for r in value], "]") if name == "modules" else f"{c(name)}:{c(value)}"
+
+    def model(name: str, fields: dict) -> str:
+        return block(f"{c(name)}:{{", [field(f, fields[f]) for f in sorted(fields)], "}")
+
+    top = [block(f"{c(k)}:{{", [model(m, data[k][m]) for m in sorted(data[k])], "}") if k == "models"
+           else f"{c(k)}:{c(data[k])}" for k in sorted(data)]
+    return block("{", top, "}") + "\n"
 
 
 def main(argv=None) -> int:
