@@ -7,9 +7,11 @@ Per-tag work (formatting, blacklists) runs once per distinct tag name, not once 
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -51,9 +53,9 @@ class CaptionRule:
 
 @dataclass
 class Captions:
-    text: pa.Array  # large_string, one per selected post
-    year: pa.Array  # the year tag or null
-    quality: pa.Array  # the quality tag or null
+    text: pa.ChunkedArray  # large_string, one per selected post
+    year: pa.ChunkedArray  # the year tag or null
+    quality: pa.ChunkedArray  # the quality tag or null
     tag_counts: pa.Table  # tag (formatted), count: times it appears in the captions
 
 
@@ -150,24 +152,68 @@ def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fa
     counts = np.bincount(name_index, minlength=len(vocab))
     used = counts > 0
     tag_counts = pa.table({"tag": formatted.filter(pa.array(used)), "count": counts[used]})
-    return Captions(text, year, quality, tag_counts)
+    return Captions(*(pa.chunked_array([column]) for column in (text, year, quality)), tag_counts)
+
+
+T = TypeVar("T")
+_END = object()
+
+
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """`items`, produced one ahead on a second thread: reading the next chunk of tags (Parquet decoding,
+    string splitting) overlaps building this one's captions, and both release the GIL."""
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()  # the consumer left early: the producer must not block on a full slot
+
+    def offer(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_END, None))
+        except BaseException as exc:  # re-raised in the consumer
+            offer((_END, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slot.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray, created_at: pa.ChunkedArray,
                   rating: np.ndarray, fav: np.ndarray, rule: CaptionRule) -> Captions:
     """Captions of all posts `ids`, built a chunk of posts at a time (memory stays bounded)."""
     rows, parts = [], []
-    for chunk_ids, tags in chunks:
+    for chunk_ids, tags in read_ahead(chunks):
         at = np.searchsorted(ids, chunk_ids)
         rows.append(at)
         parts.append(build_captions(chunk_ids, created_at.take(pa.array(at)), rating[at], fav[at], tags, rule))
     covered = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     if len(covered) != len(ids):
         raise ValueError(f"tags were read for {len(covered)} of {len(ids)} posts")
-    order = pa.array(np.argsort(covered, kind="stable"))
+    in_order = bool((np.diff(covered) > 0).all())  # chunks came in id order: join them without a copy
+    order = None if in_order else pa.array(np.argsort(covered, kind="stable"))
 
-    def joined(field: str) -> pa.Array:
-        return pa.concat_arrays([getattr(p, field) for p in parts]).take(order)
+    def joined(field: str) -> pa.ChunkedArray:
+        column = pa.chunked_array([c for p in parts for c in getattr(p, field).chunks], pa.large_string())
+        return column if order is None else column.take(order)
 
     counts = pa.concat_tables([p.tag_counts for p in parts]).group_by("tag").aggregate([("count", "sum")])
     return Captions(joined("text"), joined("year"), joined("quality"),

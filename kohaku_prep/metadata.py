@@ -203,21 +203,36 @@ def iter_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, Tag
 
 _BATCH_ROWS = 1 << 18
 _CHUNK_POSTS = 1 << 19
+_DENSE_MAX_ID = 1 << 26  # ids up to this get a direct lookup table (4 bytes per id); danbooru's are < 1e7
 
 
-def _rows_in(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Mask of `values` found in `sorted_ids` (sorted, unique): a binary search, no hash set per batch."""
-    if len(sorted_ids) == 0:
-        return np.zeros(len(values), bool)
-    at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
-    return sorted_ids[at] == values
+class Positions:
+    """Position of each value in `sorted_ids` (sorted, unique), -1 where absent: a direct lookup table
+    for danbooru-sized ids (one gather per batch, no hash set, no binary search), a binary search beyond."""
+
+    def __init__(self, sorted_ids: np.ndarray):
+        self.ids = sorted_ids
+        self.table = None
+        if len(sorted_ids) and sorted_ids[0] >= 0 and sorted_ids[-1] <= _DENSE_MAX_ID:
+            self.table = np.full(int(sorted_ids[-1]) + 1, -1, np.int32)
+            self.table[sorted_ids] = np.arange(len(sorted_ids), dtype=np.int32)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            inside = (values >= 0) & (values < len(self.table))
+            return np.where(inside, self.table[np.where(inside, values, 0)], -1)
+        if len(self.ids) == 0:
+            return np.full(len(values), -1, np.int64)
+        at = np.minimum(np.searchsorted(self.ids, values), len(self.ids) - 1)
+        return np.where(self.ids[at] == values, at, -1)
 
 
 def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
+    positions = Positions(ids)
     for path in meta.post_files:
         pf = _open(path)
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS]):
-            batch = batch.filter(pa.array(_rows_in(ids, batch.column("id").to_numpy())))
+            batch = batch.filter(pa.array(positions(batch.column("id").to_numpy()) >= 0))
             if batch.num_rows == 0:
                 continue
             batch_ids = batch.column("id").to_numpy()
@@ -236,6 +251,36 @@ def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, Ta
             yield chunk_ids, TagRows(np.concatenate(parts_index), np.concatenate(parts_category), names)
 
 
+@dataclass
+class _RelationGroup:
+    pf: pq.ParquetFile
+    path: Path
+    index: int
+    first_post: int | None  # the smallest post_id in the row group, from its statistics
+    last_post: int | None
+
+
+def _relation_groups(meta: Metadata) -> list[_RelationGroup]:
+    groups = []
+    for path in meta.relation_files:
+        pf = _open(path)
+        _check_columns(path, pf.schema_arrow, {"id": _INT, "post_id": _INT, "tag_id": _INT})
+        column = pf.schema_arrow.get_field_index("post_id")
+        for i in range(pf.metadata.num_row_groups):
+            stats = pf.metadata.row_group(i).column(column).statistics
+            known = stats is not None and stats.has_min_max
+            groups.append(_RelationGroup(pf, path, i, stats.min if known else None, stats.max if known else None))
+    return groups
+
+
+def _in_post_order(groups: list[_RelationGroup]) -> bool:
+    """Whether the row groups follow each other in post order (a post may span a boundary), so that
+    every post before the next group's first post is complete: then tags stream a chunk at a time."""
+    bounds = [(g.first_post, g.last_post) for g in groups]
+    return all(a is not None for pair in bounds for a in pair) and all(
+        nxt[0] >= prev[1] for prev, nxt in zip(bounds, bounds[1:]))
+
+
 def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     tag_pf = _open(meta.tag_file)
     _check_columns(meta.tag_file, tag_pf.schema_arrow, {"id": _INT, "name": _STR, "type": _INT})
@@ -251,34 +296,52 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     tag_category = category_of_type[tag_types]
     tag_ids = tags["id"].to_numpy()
     tag_order = np.argsort(tag_ids, kind="stable")
-    sorted_tag_ids = tag_ids[tag_order]
+    tag_positions = Positions(tag_ids[tag_order])
+    post_positions = Positions(ids)
 
-    # every selected post's relation rows, compactly; a post's tag order is its relation rows' order
-    post_rows, order_keys, tag_rows = [], [], []
-    for path in meta.relation_files:
-        pf = _open(path)
-        _check_columns(path, pf.schema_arrow, {"id": _INT, "post_id": _INT, "tag_id": _INT})
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS * 8, columns=["id", "post_id", "tag_id"]):
-            batch = batch.filter(pa.array(_rows_in(ids, batch.column("post_id").to_numpy())))
-            if batch.num_rows == 0:
-                continue
-            batch_tags = batch.column("tag_id").to_numpy()
-            known = _rows_in(sorted_tag_ids, batch_tags)
-            if not known.all():
-                raise PrepError(f"{path}: tag id {batch_tags[~known][0]} is not in {meta.tag_file.name}")
-            post_rows.append(np.searchsorted(ids, batch.column("post_id").to_numpy()).astype(np.int32))
-            order_keys.append(batch.column("id").to_numpy())
-            tag_rows.append(tag_order[np.searchsorted(sorted_tag_ids, batch_tags)].astype(np.int32))
-    if not post_rows:
-        return
-    post_index = np.concatenate(post_rows)
-    order = np.lexsort((np.concatenate(order_keys), post_index))
-    post_index = post_index[order]
-    tag_index = np.concatenate(tag_rows)[order]
-    del order
-    for first in range(0, len(ids), _CHUNK_POSTS):
-        lo, hi = np.searchsorted(post_index, [first, first + _CHUNK_POSTS])
-        chunk_ids = ids[first:first + _CHUNK_POSTS]
-        chunk_tags = tag_index[lo:hi]
-        names = pa.DictionaryArray.from_arrays(pa.array(chunk_tags), tags["name"])
-        yield chunk_ids, TagRows(post_index[lo:hi].astype(np.int64) - first, tag_category[chunk_tags], names)
+    groups = _relation_groups(meta)
+    streaming = _in_post_order(groups)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (post position, relation id, tag row)
+    done = 0  # posts ids[:done] have been yielded
+    for k, group in enumerate(groups):
+        table = group.pf.read_row_group(group.index, columns=["id", "post_id", "tag_id"])
+        post = post_positions(table["post_id"].to_numpy())
+        selected = post >= 0
+        tag_id = table["tag_id"].to_numpy()[selected]
+        tag_at = tag_positions(tag_id)
+        if (tag_at < 0).any():
+            raise PrepError(f"{group.path}: tag id {tag_id[tag_at < 0][0]} is not in {meta.tag_file.name}")
+        pending.append((post[selected].astype(np.int32), table["id"].to_numpy()[selected],
+                        tag_order[tag_at].astype(np.int32)))
+        last = k + 1 == len(groups)
+        complete = len(ids) if last else int(np.searchsorted(ids, groups[k + 1].first_post)) if streaming else done
+        if complete - done >= _CHUNK_POSTS or (last and complete > done):
+            rows = [np.concatenate(column) for column in zip(*pending)]
+            later = rows[0] >= complete
+            pending = [tuple(column[later] for column in rows)] if later.any() else []
+            yield from _tag_chunks(ids, done, complete, *(column[~later] for column in rows),
+                                   tag_category, tags["name"])
+            done = complete
+    if done < len(ids):  # posts without any tag row
+        yield from _tag_chunks(ids, done, len(ids), np.zeros(0, np.int32), np.zeros(0, np.int64),
+                               np.zeros(0, np.int32), tag_category, tags["name"])
+
+
+def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, names
+                ) -> Iterator[tuple[np.ndarray, TagRows]]:
+    """TagRows of the posts ids[start:stop], _CHUNK_POSTS at a time, from their relation rows in any
+    order: a post's tags in the order of their relation ids."""
+    chunk = (post - start) // _CHUNK_POSTS
+    if len(chunk) and (np.diff(chunk) < 0).any():
+        order = np.argsort(chunk.astype(np.int16 if stop - start < _CHUNK_POSTS << 15 else np.int64), kind="stable")
+        post, relation, tag_row, chunk = post[order], relation[order], tag_row[order], chunk[order]
+    bounds = np.searchsorted(chunk, np.arange((stop - start + _CHUNK_POSTS - 1) // _CHUNK_POSTS + 1))
+    for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        first = start + c * _CHUNK_POSTS
+        p, r, t = post[lo:hi], relation[lo:hi], tag_row[lo:hi]
+        step = np.diff(p)
+        if (step < 0).any() or ((step == 0) & (np.diff(r) <= 0)).any():
+            order = np.lexsort((r, p))
+            p, t = p[order], t[order]
+        yield (ids[first:min(first + _CHUNK_POSTS, stop)],
+               TagRows(p.astype(np.int64) - first, tag_category[t], pa.DictionaryArray.from_arrays(pa.array(t), names)))

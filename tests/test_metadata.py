@@ -102,3 +102,39 @@ def test_unknown_tag_id_in_relation(sample_root, tmp_path):
     ids = np.sort(metadata.read_posts(meta, "danbooru")["id"].to_numpy())
     with pytest.raises(PrepError, match="tag id 1000000000 is not in tag.parquet"):
         list(metadata.iter_tags(meta, ids))
+
+
+@pytest.mark.parametrize("layout", ["post order, small row groups", "shuffled", "no statistics"])
+def test_normalized_tags_do_not_depend_on_relation_layout(sample_root, tmp_path, monkeypatch, layout):
+    """Row groups in post order stream a chunk at a time (a post may span two groups); any other layout
+    is gathered and sorted. Both give each post its tags in relation-id order."""
+    src = sample_root / "metadata" / "normalized"
+    folder = tmp_path / "n"
+    folder.mkdir()
+    for name in ("post", "tag"):
+        (folder / f"{name}.parquet").write_bytes((src / f"{name}.parquet").read_bytes())
+    relation = pq.read_table(src / "posttagrelation.parquet")
+    relation = relation.take(np.lexsort((relation["id"].to_numpy(), relation["post_id"].to_numpy())))
+    if layout == "shuffled":
+        relation = relation.take(np.random.default_rng(0).permutation(relation.num_rows))
+    pq.write_table(relation, folder / "posttagrelation.parquet", row_group_size=37,
+                   write_statistics=layout != "no statistics")
+    monkeypatch.setattr(metadata, "_CHUNK_POSTS", 53)
+    meta = metadata.locate(folder)
+    groups = metadata._relation_groups(meta)
+    assert len(groups) > 10 and metadata._in_post_order(groups) == (layout == "post order, small row groups")
+    ids = metadata.read_posts(meta, "danbooru")["id"].to_numpy()[1::3]
+    flat = metadata.locate(sample_root / "metadata" / "flat")
+    assert by_post_and_category(meta, ids) == by_post_and_category(flat, ids)
+    chunks = [chunk_ids for chunk_ids, _ in metadata.iter_tags(meta, ids)]
+    assert np.array_equal(np.concatenate(chunks), ids) and max(map(len, chunks)) <= 53
+
+
+def test_positions_dense_and_sparse():
+    ids = np.array([3, 7, 10**12])
+    sparse, dense = metadata.Positions(ids), metadata.Positions(ids[:2])
+    assert sparse.table is None and dense.table is not None
+    values = np.array([7, 3, 4, -1, 10**12, 8])
+    assert sparse(values).tolist() == [1, 0, -1, -1, 2, -1]
+    assert dense(values).tolist() == [1, 0, -1, -1, -1, -1]
+    assert metadata.Positions(np.zeros(0, np.int64))(values).tolist() == [-1] * 6
