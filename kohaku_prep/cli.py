@@ -92,16 +92,20 @@ def plan_command(preset, config, seconds_per_step, overrides) -> None:
 @click.option("--check", is_flag=True, help="Run the preflight checks only.")
 @click.option("--dry-run", is_flag=True, help="Write the run folder and print the command; launch nothing.")
 @click.option("--resume", metavar="latest|STATE", help="Continue from a saved state of this run.")
+@click.option("--force-resume", is_flag=True, help="Resume even though the preset, the dataset's manifest, the "
+                                                   "sd-scripts commit or bitsandbytes changed since the run started.")
 @click.option("--sd-scripts", "sd_scripts", help="An sd-scripts checkout (default: KOHAKU_SD_SCRIPTS, "
                                                   "then third_party/sd-scripts).")
 @click.argument("overrides", nargs=-1)
-def train(preset, config, check, dry_run, resume, sd_scripts, overrides) -> None:
+def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, overrides) -> None:
     """Preflight, write the run folder, then hand the process to `accelerate launch`."""
     import os
 
     from kohaku_prep import resume as resume_module
     from kohaku_prep import run
 
+    if force_resume and not resume:
+        raise PrepError("--force-resume goes with --resume")
     resolved = _resolve(preset, config, overrides)
     p = resolved.preset
     checkout = run.sd_scripts_dir(sd_scripts)
@@ -117,6 +121,10 @@ def train(preset, config, check, dry_run, resume, sd_scripts, overrides) -> None
         state = resume_module.find_state(resume, Path(p.run.dir) / "output", p.saving.output_name)
         extra = resume_module.resume_args(state, p.schedule.gradient_accumulation_steps, p.launch.num_processes,
                                           resume_module.epoch_steps(rp.steps.optimizer_steps, p.schedule.epochs))
+        # before the run folder is rewritten: its run.json says what the run was started from
+        recorded = run.read_run_record(Path(p.run.dir))
+        for problem in resume_module.check_continuation(recorded, run.run_record(p, checkout), force_resume):
+            _echo(f"warning: resuming anyway: {problem}")
         _echo(f"resuming from {state.path} at optimizer step {state.step:,}")
     argv = run.write_run_folder(resolved, rp, checkout, preset, extra)
     _echo(f"run folder: {Path(p.run.dir).resolve()} (command.sh, train.toml, dataset.toml, preset.toml, plan.txt)")

@@ -10,6 +10,9 @@ both the right data position and the right step for G > 1, so such a resume is r
 The data position is reproduced only under DDP: there accelerate seeds the sampler from a generator
 re-created identically at start; a single process draws its order from the restored global RNG,
 which differs from the order of the interrupted run.
+
+A state continues only the run that saved it: a resume under another preset, dataset, trainer commit or
+bitsandbytes version is refused unless forced.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from kohaku_prep.errors import PrepError
 
 # accelerate writes random_states_0.pkl last (after train_state.json, the model, optimizer, scheduler)
 COMPLETE_MARKER = "random_states_0.pkl"
+RUN_RECORD = "run.json"  # in the run folder: what the run was started from (see run.run_record)
 
 
 @dataclass
@@ -81,3 +85,17 @@ def resume_args(state: SavedState, accumulation: int, processes: int, steps_per_
 
 def epoch_steps(optimizer_steps: int, epochs: int) -> int:
     return math.ceil(optimizer_steps / epochs)
+
+
+def check_continuation(recorded: dict[str, str] | None, current: dict[str, str], force: bool) -> list[str]:
+    """A resume continues the run that saved the state: refused when what the run was started from
+    (its run.json) differs from now, or was never recorded, naming each difference; forced, the
+    differences come back as warnings."""
+    if recorded is None:
+        problems = [f"no readable {RUN_RECORD} in the run folder records what the run was started from"]
+    else:
+        problems = [f"{key} changed: {recorded.get(key, 'unrecorded')} -> {value}"
+                    for key, value in sorted(current.items()) if recorded.get(key) != value]
+    if problems and not force:
+        raise PrepError(f"cannot resume: {'; '.join(problems)} (--force-resume resumes anyway)")
+    return problems

@@ -1,8 +1,10 @@
 """A training run: its plan, its run folder (everything the trainer reads, the exact command, the resolved
-preset, the versions) and its preflight. Writes files; the launch itself is the CLI's.
+preset, the versions, what the run was started from) and its preflight. Writes files; the launch itself
+is the CLI's.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -13,10 +15,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, training
+from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume,
+                         training)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.preset import PRESET_DIR, Preset, Resolved
+from kohaku_prep.preset import PRESET_DIR, Preset, Resolved, to_dict
+from kohaku_prep.tomlout import dumps
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONED = ("torch", "accelerate", "lycoris-lora", "bitsandbytes", "transformers", "diffusers", "numpy", "pyarrow")
@@ -56,16 +60,36 @@ def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> 
     return "\n".join(plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)) + "\n"
 
 
+def installed_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def versions(sd_scripts: Path) -> dict[str, str]:
     out = {"kohaku-prep": __version__, "python": platform.python_version(),
            "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or "absent",
            "sd-scripts pinned": SD_SCRIPTS_COMMIT}
-    for dist in VERSIONED:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+    return out | {dist: installed_version(dist) for dist in VERSIONED}
+
+
+def run_record(p: Preset, sd_scripts: Path) -> dict[str, str]:
+    """What a run is started from, compared when it is resumed. The preset is hashed by its values, not
+    by the layers and override lines that reached them: the same run given another way is the same run."""
+    with open(Path(p.run.dataset) / "manifest.parquet", "rb") as fh:
+        manifest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return {"preset_sha256": hashlib.sha256(dumps(to_dict(p)).encode()).hexdigest(),
+            "dataset_manifest_sha256": manifest,
+            "sd_scripts_commit": preflight.sd_scripts_commit(sd_scripts) or "absent",
+            "bitsandbytes": installed_version("bitsandbytes")}
+
+
+def read_run_record(run_dir: Path) -> dict[str, str] | None:
+    try:
+        return json.loads((run_dir / resume.RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run_dataset_toml(p: Preset, preset_name: str) -> str:
@@ -102,6 +126,7 @@ def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_n
     write_atomic(paths.root / "preset.toml", resolved.to_toml())
     write_atomic(paths.root / "plan.txt", plan_text(rp, p))
     write_atomic(paths.root / "versions.json", json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n")
+    write_atomic(paths.root / resume.RUN_RECORD, json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n")
     return argv
 
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: the sample build, and metadata writers for both shapes."""
+"""Helpers shared by the tests: the sample build, metadata writers for both shapes, and saved states."""
+import json
 import random
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def flat_post(id, created_at, rating, fav, general="", character="", copyright="
 
 def write_flat(posts: list[dict], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(posts), folder / "posts.parquet")
+    table = pa.Table.from_pylist(posts)
+    # a column of nulls only is typed string, as in a real dump, not inferred as type null
+    table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]))
+    pq.write_table(table, folder / "posts.parquet")
     return folder / "posts.parquet"
 
 
@@ -55,13 +59,26 @@ def write_normalized(posts: list[dict], folder: Path, seed: int = 0) -> Path:
                     tag_id = vocab.setdefault(tags[k], len(vocab) + 1)
                     relation.append((len(relation) + 1, post["id"], tag_id))
     random.Random(seed).shuffle(relation)
-    pq.write_table(pa.table({"id": [i for i in vocab.values()], "name": [k[0] for k in vocab],
-                             "type": [types[k[1]] for k in vocab]}), folder / "tag.parquet")
-    pq.write_table(pa.table({"id": [r[0] for r in relation], "post_id": [r[1] for r in relation],
-                             "tag_id": [r[2] for r in relation]}), folder / "posttagrelation.parquet")
+    ints = pa.int64()  # typed: posts without a single tag still give integer columns
+    pq.write_table(pa.table({"id": pa.array(list(vocab.values()), ints),
+                             "name": pa.array([k[0] for k in vocab], pa.string()),
+                             "type": pa.array([types[k[1]] for k in vocab], ints)}), folder / "tag.parquet")
+    pq.write_table(pa.table({name: pa.array([r[i] for r in relation], ints) for i, name in
+                             enumerate(("id", "post_id", "tag_id"))}), folder / "posttagrelation.parquet")
     columns = ["id", "created_at", "fav_count", "file_ext", "md5"]
     pq.write_table(pa.table({**{c: [p[c] for p in posts] for c in columns},
                              "rating": ["gsqe".index(p["rating"]) for p in posts],
                              "is_deleted": [int(p["is_deleted"]) for p in posts],
                              "is_banned": [int(p["is_banned"]) for p in posts]}), folder / "post.parquet")
+    return folder
+
+
+def make_state(output: Path, name: str, step: int, complete: bool = True) -> Path:
+    """A state folder as the trainer saves it; not complete: cut off before accelerate's last file."""
+    folder = output / name
+    folder.mkdir(parents=True)
+    (folder / "train_state.json").write_text(json.dumps({"current_epoch": 0, "current_step": step}))
+    (folder / "model.safetensors").write_bytes(b"")
+    if complete:
+        (folder / "random_states_0.pkl").write_bytes(b"")
     return folder

@@ -1,4 +1,6 @@
 """Preset -> training TOML, launch command and run folder; every option checked against the trainer's facts."""
+import hashlib
+import json
 import tomllib
 from pathlib import Path
 
@@ -109,13 +111,27 @@ def test_run_folder_holds_everything_the_trainer_reads(sample_dataset, tmp_path)
     argv = run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert names == ["command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt", "preset.toml",
-                     "prompts.txt", "train.toml", "versions.json"]
+                     "prompts.txt", "run.json", "train.toml", "versions.json"]
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    manifest = hashlib.sha256((sample_dataset / "manifest.parquet").read_bytes()).hexdigest()
+    assert sorted(record) == ["bitsandbytes", "dataset_manifest_sha256", "preset_sha256", "sd_scripts_commit"]
+    assert (record["dataset_manifest_sha256"], record["sd_scripts_commit"]) == (manifest, "absent")
     config = tomllib.loads((tmp_path / "r" / "train.toml").read_text())
     for key in ("dataset_config", "sample_prompts"):
         assert Path(config[key]).parent == tmp_path / "r"
     assert (tmp_path / "r" / "command.sh").stat().st_mode & 0o111
     assert argv[-1] == str(tmp_path / "r" / "train.toml")
     assert "override run.dir" in (tmp_path / "r" / "preset.toml").read_text()
+
+
+def test_the_run_record_hashes_the_presets_values_not_how_they_were_given(sample_dataset, tmp_path):
+    as_overrides = preset(f'run.dataset="{sample_dataset}"', "selection.seed=7")
+    layer = tmp_path / "mine.toml"
+    layer.write_text(f'[run]\ndataset = "{sample_dataset}"\n\n[selection]\nseed = 7\n')
+    as_layer = resolve(find_preset("epsilon"), layer).preset
+    other = preset(f'run.dataset="{sample_dataset}"', "selection.seed=8")
+    preset_hash = [run.run_record(p, Path("/sd"))["preset_sha256"] for p in (as_overrides, as_layer, other)]
+    assert preset_hash[0] == preset_hash[1] != preset_hash[2]
 
 
 def test_run_folder_refuses_what_the_trainer_would_not_take(sample_dataset, tmp_path):
