@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import __version__, captions, dataset_files, images, metadata, selection
 from kohaku_prep.errors import PrepError
-from kohaku_prep.fsutil import FolderLock, fingerprint, write_atomic
+from kohaku_prep.fsutil import FolderLock, fingerprint, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
 
 Log = Callable[[str], None]
@@ -55,21 +55,37 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
         raise PrepError("set input.metadata and input.images (--metadata PATH --images PATH)")
     meta = metadata.locate(Path(p.input.metadata), p.input.shape)
     log(f"metadata: {meta.shape}, {len(meta.files)} file(s) under {p.input.metadata}")
-    posts = metadata.read_posts(meta, p.input.rating_scheme)
-    sel = selection.select(posts, p.selection, p.filters)
+
+    def require_posts(sel: selection.Selection) -> None:
+        if len(sel.ids) == 0:
+            table = "\n".join(dataset_files.stage_lines(sel.stages))
+            raise PrepError(f"the selection is empty; nothing to build:\n{table}")
+
+    lenient = p.input.bad_metadata == "skip"  # bad posts: left out and counted in these lists, else an error
+    bad_rows: list[metadata.Skip] | None = [] if lenient else None
+    # a created_at without a year is bad metadata unless HakuBooru's quirks define its caption ("early")
+    posts = metadata.read_posts(meta, p.input.rating_scheme, bad_rows, dated=not p.caption.year_quirks)
+    sel = selection.select(posts, p.selection, p.filters, bad_rows or ())
     index = images.index_images(Path(p.input.images))
     for problem in index.unreadable:
         log(f"warning: unreadable shard skipped: {problem}")
     log(f"images: {len(index.ids):,} in {p.input.images}"
         + (f" ({index.duplicates:,} duplicate member(s): the later source wins)" if index.duplicates else ""))
     sel = selection.require_images(sel, index.ids)
-    if len(sel.ids) == 0:
-        table = "\n".join(dataset_files.stage_lines(sel.stages))
-        raise PrepError(f"the selection is empty; nothing to build:\n{table}")
-    rows = np.searchsorted(posts["id"].to_numpy(), sel.ids)
-    chosen = posts.take(pa.array(rows))
+    require_posts(sel)
+    chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), sel.ids)))
+    bad_tags: list[metadata.Skip] | None = [] if lenient else None  # known once the selected posts' tags are read
     caps = captions.caption_posts(metadata.iter_tags(meta, sel.ids), sel.ids, chosen["created_at"],
-                                  chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(), _quality_rule(p, posts))
+                                  chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(), _quality_rule(p, posts),
+                                  bad_tags)
+    if len(caps.ids) < len(sel.ids):
+        chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
+        sel = selection.leave_out(sel, caps.ids, bad_tags)
+        require_posts(sel)
+    undated = int((metadata.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
+    if undated:
+        sel.stages.append(selection.Stage("created_at without a year", len(sel.ids), 0, f"{undated:,} kept with "
+                                          "year tag 'early' (caption.year_quirks, HakuBooru's rule)"))
     inputs = [{"path": str(f), "bytes": f.stat().st_size, "fingerprint": fingerprint(f)} for f in meta.files]
     return Plan(sel, chosen, caps, index, inputs)
 
@@ -90,18 +106,20 @@ def check_output(out: Path, force: bool) -> None:
         raise PrepError(f"{parent}: not a writable folder")
 
 
-def _prepare_staging(staging: Path, key: str, force: bool, log: Log) -> None:
+def _prepare_staging(staging: Path, key: str, force: bool, log: Log) -> bool:
+    """Create the staging folder, or find the interrupted build of the same key there: True if resuming."""
     key_file = staging / ".build-key"
     if staging.exists():
         if key_file.exists() and key_file.read_text() == key:
             log(f"resuming the interrupted build in {staging}")
-            return
+            return True
         if not force:
             raise PrepError(f"{staging}: an unfinished build of another preset or input; "
                             "pass --force to discard it")
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    write_atomic(key_file, key)
+    write_atomic(key_file, key, fsync=True)
+    return False
 
 
 @dataclass
@@ -110,53 +128,118 @@ class Extracted:
 
     width: np.ndarray  # int32, 0 where failed
     height: np.ndarray
-    failure: list[str]  # "" where the image and its caption were written
+    failure: list[str]  # "" where the image was written
 
 
-def _extract(plan: Plan, staging: Path, ids_per_folder: int, rows: np.ndarray, out: Extracted) -> None:
-    """Copy the images of selection rows `rows` (one shard or folder, in file order), write captions."""
+def _kept_from_last_run(path: str, size: int) -> tuple[int, int] | None:
+    """The image size of a file an interrupted run wrote whole (a cut-off write is shorter), else None."""
+    try:
+        if os.stat(path).st_size != size:
+            return None
+        with open(path, "rb") as fh:
+            return images.image_size(fh.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming: bool, out: Extracted) -> None:
+    """Copy the images of selection rows `rows` (one shard or folder, in file order) into `staging`.
+    Files are written in place: the staging folder as a whole is what becomes the dataset, and a
+    resumed build rewrites any file whose size is short."""
     index, ids = plan.index, plan.sel.ids
-    index_rows = np.searchsorted(index.ids, ids[rows])
-    texts = plan.caps.text.take(pa.array(rows)).to_pylist()
-    for row, index_row, caption in zip(rows.tolist(), index_rows.tolist(), texts):
-        dest = staging / dataset_files.folder_of(int(ids[row]), ids_per_folder) / index.file_name(index_row)
-        try:
-            if dest.exists() and dest.stat().st_size == index.size[index_row]:  # from an interrupted run
-                size = images.image_size(dest.read_bytes())
+    rows = rows.tolist()
+    index_rows = np.searchsorted(index.ids, ids[rows]).tolist()
+    dests = [f"{staging}/{dataset_files.folder_of(int(ids[r]), per)}/{index.file_name(i)}"
+             for r, i in zip(rows, index_rows)]
+    if resuming:
+        todo = []
+        for k, (row, index_row, dest) in enumerate(zip(rows, index_rows, dests)):
+            kept = _kept_from_last_run(dest, int(index.size[index_row]))
+            if kept:
+                out.width[row], out.height[row] = kept
             else:
-                data = index.read(index_row)
-                size = images.image_size(data)
-                write_atomic(dest, data)
-            write_atomic(dest.with_suffix(dataset_files.CAPTION_EXTENSION), caption)
-            out.width[row], out.height[row] = size
+                todo.append(k)
+        rows, index_rows, dests = ([v[k] for k in todo] for v in (rows, index_rows, dests))
+    for row, dest, data in zip(rows, dests, index.read_many(index_rows)):
+        if isinstance(data, OSError):
+            out.failure[row] = f"unreadable ({data.strerror or data})"
+            continue
+        try:
+            out.width[row], out.height[row] = images.image_size(data)
         except ValueError:
             out.failure[row] = "not a decodable image"
-        except OSError as exc:
-            out.failure[row] = f"unreadable ({exc.strerror or exc})"
+            continue
+        write_new(dest, data)
 
 
-def _write_images(plan: Plan, staging: Path, p: Preset, log: Log) -> Extracted:
-    index, ids = plan.index, plan.sel.ids
-    index_rows = np.searchsorted(index.ids, ids)
-    source = index.source[index_rows]
-    # one job per tar shard (read front to back) or per folder of plain files
-    order = np.lexsort((index.offset[index_rows], source))
-    jobs = np.split(order, np.flatnonzero(np.diff(source[order])) + 1)
-    for folder in np.unique(ids // p.output.ids_per_folder).tolist():
-        (staging / dataset_files.folder_of(folder * p.output.ids_per_folder, p.output.ids_per_folder)).mkdir(
-            parents=True, exist_ok=True)
-    out = Extracted(np.zeros(len(ids), np.int32), np.zeros(len(ids), np.int32), [""] * len(ids))
-    done, last = 0, time.monotonic()
-    with ThreadPoolExecutor(max_workers=p.output.workers) as pool:
-        futures = {pool.submit(_extract, plan, staging, p.output.ids_per_folder, rows, out): len(rows)
-                   for rows in jobs}
+def _jobs(keys: np.ndarray) -> list[np.ndarray]:
+    """Positions grouped by key (keys sorted)."""
+    return np.split(np.arange(len(keys)), np.flatnonzero(np.diff(keys)) + 1) if len(keys) else []
+
+
+def _run_jobs(what: str, fn, jobs: list, workers: int, log: Log) -> None:
+    """fn(job) for each job on `workers` threads, with progress; a write error stops the build, resumable."""
+    done, total, last = 0, sum(len(j) for j in jobs), time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(fn, job): len(job) for job in jobs}
         for n, future in enumerate(as_completed(futures), 1):
-            future.result()
+            try:
+                future.result()
+            except OSError as exc:
+                for other in futures:
+                    other.cancel()
+                raise PrepError(f"{exc.filename or 'output'}: cannot write ({exc.strerror or exc}); fix this and "
+                                "run the same command again to resume") from None
             done += futures[future]
             if time.monotonic() - last > 2 or n == len(futures):
                 last = time.monotonic()
-                log(f"images: {n:,}/{len(futures):,} shards or folders, {done:,}/{len(ids):,} posts")
+                log(f"{what}: {done:,}/{total:,}")
+
+
+def copy_images(plan: Plan, staging: Path, p: Preset, resuming: bool, log: Log) -> Extracted:
+    """Every selected post's image into its subset folder of `staging`; one job per tar shard (read front
+    to back) or per folder of plain files."""
+    index, ids, per = plan.index, plan.sel.ids, p.output.ids_per_folder
+    index_rows = np.searchsorted(index.ids, ids)
+    source = index.source[index_rows]
+    order = np.lexsort((index.offset[index_rows], source))
+    for folder in np.unique(ids // per).tolist():
+        (staging / dataset_files.folder_of(folder * per, per)).mkdir(parents=True, exist_ok=True)
+    out = Extracted(np.zeros(len(ids), np.int32), np.zeros(len(ids), np.int32), [""] * len(ids))
+    jobs = [order[job] for job in _jobs(source[order])]
+    _run_jobs("images", lambda rows: _copy_images(plan, staging, per, rows, resuming, out), jobs,
+              p.output.workers, log)
     return out
+
+
+def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Preset, resuming: bool,
+                   log: Log) -> None:
+    """`<id>.txt` beside each image, one job per subset folder. The UTF-8 bytes are written straight from
+    the Arrow buffer; a resumed build rewrites only files of the wrong size."""
+    per = p.output.ids_per_folder
+    text = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    offsets = np.frombuffer(text.buffers()[1], np.int64, len(text) + 1, text.offset * 8)
+    body = memoryview(text.buffers()[2] or b"")
+
+    def write_folder(positions: np.ndarray) -> None:
+        folder = staging / dataset_files.folder_of(int(ids[positions[0]]), per)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in positions.tolist():
+                name, start, end = f"{ids[i]}{dataset_files.CAPTION_EXTENSION}", offsets[i], offsets[i + 1]
+                if resuming and _size_at(name, dir_fd) == end - start:
+                    continue
+                write_new(name, body[start:end], dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    _run_jobs("captions", write_folder, _jobs(ids // per), p.output.workers, log)
+
+
+def _size_at(name: str, dir_fd: int) -> int:
+    try:
+        return os.stat(name, dir_fd=dir_fd).st_size
+    except FileNotFoundError:
+        return -1
 
 
 def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
@@ -164,9 +247,9 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     out = Path(p.output.dir)
     check_output(out, force)
     staging = out.with_name(out.name + ".partial")
-    _prepare_staging(staging, _build_key(resolved, plan), force, log)
+    resuming = _prepare_staging(staging, _build_key(resolved, plan), force, log)
     with FolderLock(staging):
-        extracted = _write_images(plan, staging, p, log)
+        extracted = copy_images(plan, staging, p, resuming, log)
         ok = np.array([not f for f in extracted.failure])
         failures = Counter(f for f in extracted.failure if f)
         stages = list(plan.sel.stages)
@@ -177,6 +260,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
             raise PrepError("no selected image could be read; nothing was built")
         rows = np.flatnonzero(ok)
         written = plan.sel.ids[rows]
+        write_captions(staging, written, plan.caps.text.take(pa.array(rows)), p, resuming, log)
         index_rows = np.searchsorted(plan.index.ids, written).tolist()
         folders = [dataset_files.folder_of(i, p.output.ids_per_folder) for i in written.tolist()]
         manifest = pa.table({
@@ -204,6 +288,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
             dataset_files.value_counts(plan.caps.quality.take(rows)),
             captions.top_tags(plan.caps.tag_counts, 50), dict(failures))
         write_atomic(staging / "report.md", report)
+    os.sync()  # every file on disk before the folder is published under its final name
     (staging / ".lock").unlink()
     (staging / ".build-key").unlink()
     if out.exists():
@@ -228,6 +313,8 @@ def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_
         "preset": {"layers": resolved.layers, "overrides": resolved.overrides},
         "seed": resolved.preset.selection.seed,
         "stages": [asdict(s) for s in stages],
+        "bad_metadata": {"mode": resolved.preset.input.bad_metadata,
+                         "left_out": {s.name: s.dropped for s in stages if s.name in metadata.PROBLEM_ORDER}},
         "images": {"written": stages[-1].kept, "failed": dict(failures), "subset_folders": n_folders,
                    "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
         "inputs": plan.inputs,

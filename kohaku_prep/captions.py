@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kohaku_prep import metadata
 from kohaku_prep.metadata import ARTIST, GENERAL, META, TagRows
 
 KEEP_SEPARATOR = "|||"
@@ -57,6 +58,7 @@ class Captions:
     year: pa.ChunkedArray  # the year tag or null
     quality: pa.ChunkedArray  # the quality tag or null
     tag_counts: pa.Table  # tag (formatted), count: times it appears in the captions
+    ids: np.ndarray | None = None  # the posts captioned, sorted: caption_posts' ids less those left out for bad tags
 
 
 def percentile_thresholds(rating: np.ndarray, fav: np.ndarray) -> np.ndarray:
@@ -71,13 +73,7 @@ def percentile_thresholds(rating: np.ndarray, fav: np.ndarray) -> np.ndarray:
 
 def year_tags(created_at: pa.ChunkedArray, quirks: bool) -> pa.Array:
     """The year as written in `created_at` (its own UTC offset, never converted), mapped to a band."""
-    if pa.types.is_timestamp(created_at.type):
-        years = pc.year(created_at)
-    else:
-        matched = pc.extract_regex(created_at.cast(pa.string()), r"^(?P<year>[0-9]{4})-")
-        years = pc.cast(pc.struct_field(matched, [0]), pa.int64())
-    years = pc.fill_null(years, -1).to_numpy().astype(np.int64)
-    years = years.reshape(-1)
+    years = metadata.created_years(created_at)
     names = [band for _, band in YEAR_BANDS]
     band = np.searchsorted([start for start, _ in YEAR_BANDS], years, side="right") - 1
     parsed = years >= 0
@@ -198,18 +194,25 @@ def read_ahead(items: Iterable[T]) -> Iterator[T]:
 
 
 def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray, created_at: pa.ChunkedArray,
-                  rating: np.ndarray, fav: np.ndarray, rule: CaptionRule) -> Captions:
-    """Captions of all posts `ids`, built a chunk of posts at a time (memory stays bounded)."""
-    rows, parts = [], []
+                  rating: np.ndarray, fav: np.ndarray, rule: CaptionRule,
+                  skipped: list[metadata.Skip] | None = None) -> Captions:
+    """Captions of all posts `ids`, built a chunk of posts at a time (memory stays bounded).
+
+    A post with a tag that cannot go into a caption (metadata.TAG_PROBLEMS: it would corrupt the layout)
+    is an error with `skipped` None; else it is left out, counted in `skipped`, and missing from Captions.ids.
+    """
+    rows, parts, covered = [], [], 0
     for chunk_ids, tags in read_ahead(chunks):
+        covered += len(chunk_ids)
+        chunk_ids, tags = metadata.leave_out_bad_tags(chunk_ids, tags, skipped)
         at = np.searchsorted(ids, chunk_ids)
         rows.append(at)
         parts.append(build_captions(chunk_ids, created_at.take(pa.array(at)), rating[at], fav[at], tags, rule))
-    covered = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    if len(covered) != len(ids):
-        raise ValueError(f"tags were read for {len(covered)} of {len(ids)} posts")
-    in_order = bool((np.diff(covered) > 0).all())  # chunks came in id order: join them without a copy
-    order = None if in_order else pa.array(np.argsort(covered, kind="stable"))
+    if covered != len(ids):
+        raise ValueError(f"tags were read for {covered} of {len(ids)} posts")
+    captioned = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    in_order = bool((np.diff(captioned) > 0).all())  # chunks came in id order: join them without a copy
+    order = None if in_order else pa.array(np.argsort(captioned, kind="stable"))
 
     def joined(field: str) -> pa.ChunkedArray:
         column = pa.chunked_array([c for p in parts for c in getattr(p, field).chunks], pa.large_string())
@@ -217,7 +220,7 @@ def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray,
 
     counts = pa.concat_tables([p.tag_counts for p in parts]).group_by("tag").aggregate([("count", "sum")])
     return Captions(joined("text"), joined("year"), joined("quality"),
-                    counts.rename_columns(["tag", "count"]))
+                    counts.rename_columns(["tag", "count"]), ids[np.sort(captioned)])
 
 
 def top_tags(tag_counts: pa.Table, n: int) -> list[tuple[str, int]]:

@@ -93,7 +93,8 @@ def plan_command(preset, config, seconds_per_step, overrides) -> None:
 @click.option("--dry-run", is_flag=True, help="Write the run folder and print the command; launch nothing.")
 @click.option("--resume", metavar="latest|STATE", help="Continue from a saved state of this run.")
 @click.option("--force-resume", is_flag=True, help="Resume even though the preset, the dataset's manifest, the "
-                                                   "sd-scripts commit or bitsandbytes changed since the run started.")
+                                                   "sd-scripts commit or bitsandbytes changed since the run started, "
+                                                   "or a single process redraws the epoch's order.")
 @click.option("--sd-scripts", "sd_scripts", help="An sd-scripts checkout (default: KOHAKU_SD_SCRIPTS, "
                                                   "then third_party/sd-scripts).")
 @click.argument("overrides", nargs=-1)
@@ -119,11 +120,13 @@ def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, over
     extra = []
     if resume:
         state = resume_module.find_state(resume, Path(p.run.dir) / "output", p.saving.output_name)
-        extra = resume_module.resume_args(state, p.schedule.gradient_accumulation_steps, p.launch.num_processes,
-                                          resume_module.epoch_steps(rp.steps.optimizer_steps, p.schedule.epochs))
+        extra, warnings = resume_module.resume_args(
+            state, p.schedule.gradient_accumulation_steps, p.launch.num_processes,
+            resume_module.epoch_steps(rp.steps.optimizer_steps, p.schedule.epochs), force_resume)
         # before the run folder is rewritten: its run.json says what the run was started from
         recorded = run.read_run_record(Path(p.run.dir))
-        for problem in resume_module.check_continuation(recorded, run.run_record(p, checkout), force_resume):
+        warnings += resume_module.check_continuation(recorded, run.run_record(p, checkout), force_resume)
+        for problem in warnings:
             _echo(f"warning: resuming anyway: {problem}")
         _echo(f"resuming from {state.path} at optimizer step {state.step:,}")
     argv = run.write_run_folder(resolved, rp, checkout, preset, extra)

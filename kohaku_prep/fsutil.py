@@ -20,6 +20,24 @@ def write_atomic(path: Path, data: bytes | str, fsync: bool = False) -> None:
     os.replace(tmp, path)
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def write_new(path: str | Path, data: bytes | memoryview, dir_fd: int | None = None) -> None:
+    """Write a file in place, for the many small files of a staging folder: only the folder is published,
+    and a write cut off by a crash leaves a short file, which a resumed build finds by its size."""
+    try:
+        fd = os.open(path, _NEW_FILE, 0o644, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:  # ENOSPC from write() names no file
+        raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from None
+
+
 class FolderLock:
     """An exclusive advisory lock on `folder/.lock`, released when the process ends."""
 

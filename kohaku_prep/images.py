@@ -6,10 +6,13 @@ read by seeking from member to member, never unpacked whole; only selected membe
 from __future__ import annotations
 
 import io
+import os
 import re
+import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -41,6 +44,34 @@ class ImageIndex:
         """The image bytes of index row `row`."""
         source, offset, size = self.sources[self.source[row]], int(self.offset[row]), int(self.size[row])
         return read_image(source if offset >= 0 else source / self.file_name(row), offset, size)
+
+    def read_many(self, rows: list[int]) -> Iterator[bytes | OSError]:
+        """The bytes of index rows `rows`, all of one source, in order; an OSError in place of what fails.
+        A shard is opened once and read at each member's offset."""
+        source = self.sources[self.source[rows[0]]] if rows else None
+        if not rows or self.offset[rows[0]] < 0:
+            for row in rows:
+                try:
+                    yield self.read(row)
+                except OSError as exc:
+                    yield exc
+            return
+        try:
+            fd = os.open(source, os.O_RDONLY)
+        except OSError as exc:
+            yield from (exc for _ in rows)
+            return
+        try:
+            for row in rows:
+                size = int(self.size[row])
+                try:
+                    data = os.pread(fd, size, int(self.offset[row]))
+                    yield data if len(data) == size else OSError(
+                        f"{source}: truncated ({len(data)} of {size} bytes of {self.file_name(row)})")
+                except OSError as exc:
+                    yield exc
+        finally:
+            os.close(fd)
 
 
 def _source_order(path: Path, root: Path) -> tuple:
@@ -114,8 +145,78 @@ def read_image(path: Path, offset: int, size: int) -> bytes:
     return data
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+_JPEG_SOS = 0xDA
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The frame size, once the scan header that follows it is present (as PIL requires)."""
+    at, size = 2, None
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+        elif marker == _JPEG_SOS:  # the scan header must be whole
+            return size if at + 2 + struct.unpack_from(">H", data, at + 2)[0] <= len(data) else None
+        else:
+            if marker in _JPEG_SOF and at + 9 <= len(data):
+                height, width = struct.unpack_from(">HH", data, at + 5)
+                size = width, height
+            at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """The IHDR size, once the first IDAT chunk header is present (as PIL requires)."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind == b"IDAT":
+            return struct.unpack_from(">II", data, 16)
+        at += 12 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The canvas size of a complete file (PIL decodes WebP whole, so a short one is unreadable)."""
+    if len(data) < 30 or len(data) < 8 + int.from_bytes(data[4:8], "little"):
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height read straight from a JPEG, PNG or WebP header (nearly all of danbooru's still
+    images, ~1 us against PIL's ~20 us), accepting no less than PIL's header check would need; None for
+    anything else or anything unusual, which PIL then reads."""
+    if data[:2] == b"\xff\xd8":
+        size = _jpeg_size(data)
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        size = _png_size(data)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        size = _webp_size(data)
+    else:
+        size = None
+    return size if size and size[0] > 0 and size[1] > 0 else None
+
+
 def image_size(data: bytes) -> tuple[int, int]:
     """Width and height from the image header; raises ValueError when it is not an image."""
+    size = _header_size(data)
+    if size is not None:
+        return size
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size

@@ -2,10 +2,17 @@
 
 Posts come back as one Arrow table with normalized columns; tags are read afterwards, only for the
 posts that were selected, as flat rows (post, category, name) in each post's stored order.
+
+Bad metadata comes in two kinds. A file that cannot be read, or a missing or mistyped column, is
+always an error. A bad row (a post with a null id, an unknown rating, ...; a tag that would corrupt
+the caption layout) is either an error naming the file, the column, the first post and its value and
+the count (strict: `skipped` is None), or the post is left out and counted in `skipped` (lenient).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +43,48 @@ POST_COLUMNS = {
     "file_ext": _STR, "is_deleted": _BOOL, "is_banned": _BOOL, "md5": _STR,
 }
 OPTIONAL_POST_COLUMNS = {"file_url": _STR}
+_TEXT_COLUMNS = ("created_at", "rating", "file_ext")  # string columns read as text: they must be UTF-8
+
+# Row-level problems of the post table, in the order they are checked: a post is counted under the first it has.
+NULL_ID = "bad metadata: id null"
+NOT_UTF8 = "bad metadata: not UTF-8"
+UNKNOWN_RATING = "bad metadata: unknown rating"
+BAD_FAV_COUNT = "bad metadata: fav_count null or negative"
+NO_YEAR = "bad metadata: created_at without a year"
+NULL_FLAG = "bad metadata: is_deleted or is_banned null"
+DUPLICATE_ID = "bad metadata: duplicate post id"
+# Tags that cannot go into a caption: (stage name, what the error says of the tag). Checked once per distinct name.
+TAG_PROBLEMS = (
+    ("bad tag: null or empty name", "has a null or empty name"),
+    ("bad tag: not UTF-8", "is not UTF-8"),
+    ("bad tag: control character", "holds a control character"),
+    ("bad tag: holds ','", "holds the caption separator ','"),
+    ("bad tag: holds '|||'", "holds the keep separator '|||'"),
+)
+PROBLEM_ORDER = (NULL_ID, NOT_UTF8, UNKNOWN_RATING, BAD_FAV_COUNT, NO_YEAR, NULL_FLAG, DUPLICATE_ID,
+                 *(stage for stage, _ in TAG_PROBLEMS))
+_LENIENT_HINT = 'input.bad_metadata = "skip" leaves such posts out'
+# C0 and C1 control characters (newline and tab included), the caption separator and the keep separator
+_TAG_SUSPECT = r"^$|[\x{0}-\x{1f}\x{7f}-\x{9f}]|,|\|\|\|"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass
+class Skip:
+    """Posts left out for one kind of bad metadata (input.bad_metadata = "skip"), for the report."""
+
+    problem: str  # the stage name, one of PROBLEM_ORDER
+    count: int
+    first: str  # where the first one is and what it holds
+
+
+def _count_skip(skipped: list[Skip], problem: str, count: int, first: str) -> None:
+    for s in skipped:
+        if s.problem == problem:
+            s.count += count
+            return
+    skipped.append(Skip(problem, count, first))
+    skipped.sort(key=lambda s: PROBLEM_ORDER.index(s.problem))
 
 
 def _type_ok(kind: str, tp: pa.DataType) -> bool:
@@ -65,7 +114,67 @@ def _open(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
-        raise PrepError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise PrepError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+
+
+@contextmanager
+def _reading(path: Path):
+    """Turn a read error (a truncated or damaged file found while reading it) into a one-line error."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise PrepError(f"{path}: cannot read ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _invalid_utf8(values: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """Which strings of `values` are not valid UTF-8 (Parquet readers do not check); None when all are,
+    found in one pass in the usual case. Only the non-ASCII strings of a failing column are decoded one by one."""
+    try:
+        values.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    masks = []
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        mask = np.zeros(len(chunk), bool)
+        rows = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(chunk), True).to_numpy(zero_copy_only=False))
+        for row, raw in zip(rows.tolist(), chunk.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                mask[row] = True
+        masks.append(mask)
+    return np.concatenate(masks) if masks else np.zeros(0, bool)
+
+
+def _shown(column: pa.ChunkedArray | pa.Array, row: int) -> str:
+    """A value as an error message shows it: a repr, bytes where it is not UTF-8, null."""
+    cell = column.slice(row, 1)
+    if pa.types.is_string(cell.type) or pa.types.is_large_string(cell.type):
+        raw = cell.cast(pa.binary())[0].as_py()
+        if raw is None:
+            return "null"
+        try:
+            return repr(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return repr(raw)
+    value = cell[0].as_py()
+    return "null" if value is None else repr(value)
+
+
+def created_years(created_at: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The year as written at the start of `created_at` (its own UTC offset, never converted); -1 where
+    there is none (null, or no leading `YYYY-`)."""
+    if pa.types.is_timestamp(created_at.type):
+        years = pc.year(created_at)
+    else:
+        matched = pc.extract_regex(created_at.cast(pa.string()), r"^(?P<year>[0-9]{4})-")
+        years = pc.cast(pc.struct_field(matched, [0]), pa.int64())
+    return pc.fill_null(years, -1).to_numpy().astype(np.int64).reshape(-1)
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -83,7 +192,10 @@ class TagRows:
 
     post_index: np.ndarray  # int64, index into the selected ids
     category: np.ndarray  # int8, GENERAL..META
-    names: pa.DictionaryArray  # raw tag names (underscores kept)
+    names: pa.DictionaryArray  # raw tag names (underscores kept); a bad name (see problem) reads ""
+    problem: np.ndarray | None = None  # int8 per dictionary entry: 0, or 1 + its index in TAG_PROBLEMS; None: all fine
+    bad_names: dict[int, str] = field(default_factory=dict)  # dictionary entry -> the bad name as read, shown
+    source: Path | None = None  # where the names come from, for errors
 
 
 @dataclass
@@ -119,75 +231,140 @@ def locate(path: Path, shape: str = "auto") -> Metadata:
     return Metadata("flat", _parquet_files(path))
 
 
-def read_posts(meta: Metadata, rating_scheme: str) -> pa.Table:
-    """id, created_at, rating (int8 0..3), fav_count, file_ext, is_deleted, is_hidden; sorted by id."""
-    tables = []
-    for path in meta.post_files:
+def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = None,
+               dated: bool = False) -> pa.Table:
+    """id, created_at, rating (int8 0..3), fav_count, file_ext, is_deleted, is_hidden; sorted by id.
+
+    Bad rows: a null id, a text column that is not UTF-8, an unknown or null rating, a null or negative
+    fav_count, with `dated` a created_at without a leading year, a null is_deleted or is_banned, and an id
+    on more than one row. With `skipped` None the first is an error; else such posts are left out (every
+    copy of a duplicated id, whatever the file order) and each kind is counted in `skipped`.
+    """
+    tables, files, n_read = [], [], 0
+    for k, path in enumerate(meta.post_files):
         pf = _open(path)
         schema = pf.schema_arrow
         required = POST_COLUMNS if meta.shape == "normalized" else {**POST_COLUMNS, **{
             c: _STR for c in FLAT_TAG_COLUMNS}}
         _check_columns(path, schema, required, OPTIONAL_POST_COLUMNS)
         columns = [c for c in {**POST_COLUMNS, **OPTIONAL_POST_COLUMNS} if c in schema.names]
-        try:
+        with _reading(path):
             table = pf.read(columns=columns)
-        except (OSError, pa.ArrowException) as exc:
-            raise PrepError(f"{path}: cannot read ({exc})") from None
-        tables.append(_normalize_posts(path, table, rating_scheme))
-    posts = pa.concat_tables(tables).combine_chunks()
-    if posts.num_rows == 0:
+        n_read += table.num_rows
+        tables.append(_normalize_posts(path, table, rating_scheme, dated, skipped))
+        files.append(np.full(tables[-1].num_rows, k, np.int32))
+    if n_read == 0:
         raise PrepError(f"{meta.post_files[0]}: the metadata holds no posts")
-    posts = posts.take(pc.sort_indices(posts["id"]))
+    posts = pa.concat_tables(tables).combine_chunks()
+    order = pc.sort_indices(posts["id"])
+    posts, file_of = posts.take(order), np.concatenate(files)[order.to_numpy()]
     ids = posts["id"].to_numpy()
-    dup = np.flatnonzero(ids[1:] == ids[:-1])
-    if dup.size:
-        raise PrepError(f"post id {ids[dup[0]]} appears more than once in the metadata "
-                        f"({dup.size} duplicate id(s) in all)")
+    same = ids[1:] == ids[:-1]
+    if same.any():
+        copies = np.zeros(len(ids), bool)
+        copies[1:] |= same
+        copies[:-1] |= same
+        first = ids[np.argmax(same)]
+        where = ", ".join(sorted({meta.post_files[f].name for f in file_of[ids == first].tolist()}))
+        n_ids = int((same & ~np.concatenate([[False], same[:-1]])).sum())
+        if skipped is None:
+            raise PrepError(f"post id {first} appears more than once in the metadata (in {where}); {n_ids:,} "
+                            f"id(s) on {int(copies.sum()):,} rows in all; input.bad_metadata = \"skip\" leaves "
+                            "out every copy")
+        _count_skip(skipped, DUPLICATE_ID, int(copies.sum()),
+                    f"every copy of {n_ids:,} id(s) left out; first: post {first} in {where}")
+        posts = posts.filter(pa.array(~copies))
     return posts
 
 
-def _as_bool(path: Path, col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
-    if col.null_count:
-        raise PrepError(f"{path}: column '{name}' has {col.null_count} null value(s)")
-    return col if pa.types.is_boolean(col.type) else pc.not_equal(col, 0)
+class _RowChecks:
+    """The bad rows of one post file, checked in PROBLEM_ORDER: the first is an error (strict), or every
+    one is counted once, under the first problem it has, and left out (lenient)."""
+
+    def __init__(self, path: Path, ids: pa.ChunkedArray, skipped: list[Skip] | None):
+        self.path, self.ids, self.skipped = path, ids, skipped
+        self.bad = np.zeros(len(ids), bool)
+
+    def check(self, problem: str, column: str, values, mask: np.ndarray, what: str, detail: str = "") -> None:
+        new = mask & ~self.bad
+        count = int(new.sum())
+        if not count:
+            return
+        row = int(np.argmax(new))
+        post = self.ids[row].as_py()
+        where = f"row {row:,}" if post is None else f"post {post}"
+        value = _shown(values, row)
+        if self.skipped is None:
+            raise PrepError(f"{self.path}: column '{column}' has {count:,} {what}, first {value} in {where}"
+                            f"{detail}; {_LENIENT_HINT}")
+        _count_skip(self.skipped, problem, count, f"first: {self.path.name}, {where}, {column} {value}")
+        self.bad |= new
 
 
-def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str) -> pa.Table:
-    for name in ("id", "fav_count"):
-        if t[name].null_count:
-            raise PrepError(f"{path}: column '{name}' has {t[name].null_count} null value(s)")
-    hidden = _as_bool(path, t["is_banned"], "is_banned")
+def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str, dated: bool,
+                     skipped: list[Skip] | None) -> pa.Table:
+    rows = _RowChecks(path, t["id"], skipped)
+    rows.check(NULL_ID, "id", t["id"], _is_null(t["id"]), "null value(s)")
+    text = {}
+    for name in _TEXT_COLUMNS:
+        column = t[name]
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            invalid = _invalid_utf8(column)
+            if invalid is not None:
+                rows.check(NOT_UTF8, name, column, invalid, "value(s) that are not UTF-8")
+                column = pa.chunked_array([pc.if_else(pa.array(invalid), pa.scalar(None, column.type),
+                                                      column.combine_chunks())])
+        text[name] = column
+    rating, unknown = _ratings(text["rating"], rating_scheme)
+    rows.check(UNKNOWN_RATING, "rating", t["rating"], unknown, "unknown value(s)",
+               f" (rating scheme '{rating_scheme}')")
+    fav = t["fav_count"]
+    rows.check(BAD_FAV_COUNT, "fav_count", fav, _is_null(fav) | (pc.fill_null(fav, 0).to_numpy() < 0),
+               "null or negative value(s)")
+    if dated:
+        rows.check(NO_YEAR, "created_at", t["created_at"], created_years(text["created_at"]) < 0,
+                   "value(s) without a year (YYYY-...)",
+                   "; caption.year_quirks = true tags them 'early' as HakuBooru did")
+    for name in ("is_deleted", "is_banned"):
+        rows.check(NULL_FLAG, name, t[name], _is_null(t[name]), "null value(s)")
+    hidden = _as_bool(t["is_banned"])
     for name in ("md5", "file_url"):
         if name in t.column_names:
             missing = pc.fill_null(pc.equal(pc.utf8_length(t[name].cast(pa.string())), 0), True)
             hidden = pc.or_(hidden, missing)
-    return pa.table({
-        "id": t["id"].cast(pa.int64()),
-        "created_at": t["created_at"],
-        "rating": _ratings(path, t["rating"], rating_scheme),
-        "fav_count": t["fav_count"].cast(pa.int64()),
-        "file_ext": pc.utf8_lower(pc.fill_null(t["file_ext"].cast(pa.string()), "")),
-        "is_deleted": _as_bool(path, t["is_deleted"], "is_deleted"),
+    posts = pa.table({
+        "id": pc.fill_null(t["id"], 0).cast(pa.int64()),
+        "created_at": text["created_at"],
+        "rating": rating,
+        "fav_count": pc.fill_null(fav, 0).cast(pa.int64()),
+        "file_ext": pc.utf8_lower(pc.fill_null(text["file_ext"].cast(pa.string()), "")),
+        "is_deleted": _as_bool(t["is_deleted"]),
         "is_hidden": hidden,
     })
+    return posts.filter(pa.array(~rows.bad)) if rows.bad.any() else posts
 
 
-def _ratings(path: Path, col: pa.ChunkedArray, scheme: str) -> pa.Array:
+def _is_null(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.is_null(column).to_numpy(zero_copy_only=False)
+
+
+def _as_bool(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    col = pc.fill_null(col, False if pa.types.is_boolean(col.type) else 0)
+    return col if pa.types.is_boolean(col.type) else pc.not_equal(col, 0)
+
+
+def _ratings(col: pa.ChunkedArray, scheme: str) -> tuple[pa.Array, np.ndarray]:
+    """Ratings as int8 0..3 (0 where unknown), and which are unknown (or null)."""
     col = col.combine_chunks()
     if pa.types.is_integer(col.type):
         values = col.cast(pa.int64())
-        bad = pc.invert(pc.fill_null(pc.and_(pc.greater_equal(values, 0), pc.less_equal(values, 3)), False))
+        known = pc.fill_null(pc.and_(pc.greater_equal(values, 0), pc.less_equal(values, 3)), False)
     else:
         letters = RATING_LETTERS[scheme]
-        keys = pa.array(list(letters))
-        idx = pc.index_in(pc.utf8_lower(col.cast(pa.string())), value_set=keys)
+        idx = pc.index_in(pc.utf8_lower(col.cast(pa.string())), value_set=pa.array(list(letters)))
         values = pa.array(list(letters.values()), pa.int64()).take(idx)
-        bad = pc.is_null(idx)
-    if pc.any(bad).as_py():
-        first = col.filter(bad)[0].as_py()
-        raise PrepError(f"{path}: column 'rating' has {pc.sum(bad).as_py()} unknown value(s), "
-                        f"first {first!r} (rating scheme '{scheme}')")
-    return values.cast(pa.int8())
+        known = pc.is_valid(idx)
+    return pc.if_else(known, values, 0).cast(pa.int8()), ~known.to_numpy(zero_copy_only=False)
 
 
 def iter_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
@@ -227,12 +404,93 @@ class Positions:
         return np.where(self.ids[at] == values, at, -1)
 
 
+@dataclass
+class _NameCheck:
+    names: pa.Array  # the names, each bad one replaced by "" (so that string functions never fail on them)
+    problem: np.ndarray | None  # as TagRows.problem
+    bad_names: dict[int, str]
+
+
+def _check_names(names: pa.Array) -> _NameCheck:
+    """Find the names that cannot go into a caption (TAG_PROBLEMS): one vectorized pass over the distinct
+    names, then a closer look at the few suspects."""
+    suspect = pc.fill_null(pc.match_substring_regex(names, _TAG_SUSPECT), True)
+    invalid = _invalid_utf8(names)
+    if invalid is not None:
+        suspect = pc.or_(suspect, pa.array(invalid))
+    if not pc.any(suspect).as_py():
+        return _NameCheck(names, None, {})
+    rows = np.flatnonzero(suspect.to_numpy(zero_copy_only=False))
+    problem, bad_names = np.zeros(len(names), np.int8), {}
+    for row, raw in zip(rows.tolist(), names.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()):
+        problem[row], bad_names[row] = _name_problem(raw)
+    if not problem.any():
+        return _NameCheck(names, None, {})
+    bad_names = {row: shown for row, shown in bad_names.items() if problem[row]}
+    return _NameCheck(pc.if_else(pa.array(problem == 0), names, pa.scalar("", names.type)), problem, bad_names)
+
+
+def _name_problem(raw: bytes | None) -> tuple[int, str]:
+    """(0, or 1 + the index in TAG_PROBLEMS of the first the name has; the name as an error shows it)."""
+    if not raw:
+        return 1, "null" if raw is None else "''"
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return 2, repr(raw)
+    for code, bad in ((3, _CONTROL.search(name)), (4, "," in name), (5, "|||" in name)):
+        if bad:
+            return code, repr(name)
+    return 0, repr(name)
+
+
+def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, skipped: list[Skip] | None
+                       ) -> tuple[np.ndarray, TagRows]:
+    """The posts of a chunk with a tag that cannot go into a caption (TAG_PROBLEMS): with `skipped` None
+    an error naming the first post, its tag and the tag's category; else left out and counted in
+    `skipped`. Free when the chunk's names are all fine (tags.problem is None)."""
+    if tags.problem is None:
+        return chunk_ids, tags
+    code = tags.problem[tags.names.indices.to_numpy(zero_copy_only=False)]
+    rows = np.flatnonzero(code)
+    if not len(rows):
+        return chunk_ids, tags
+    # each post once: under the first problem it has (TAG_PROBLEMS order), shown by its first such tag
+    rows = rows[np.lexsort((rows, code[rows], tags.post_index[rows]))]
+    post = tags.post_index[rows]
+    first = np.concatenate([[True], post[1:] != post[:-1]])
+    rows, post = rows[first], post[first]
+
+    def shown(row: int) -> str:
+        entry = int(tags.names.indices[row].as_py())
+        return (f"post {chunk_ids[tags.post_index[row]]}, {CATEGORY_NAMES[tags.category[row]]} tag "
+                f"{tags.bad_names[entry]}")
+
+    if skipped is None:
+        raise PrepError(f"{tags.source}: {shown(rows[0])} {TAG_PROBLEMS[code[rows[0]] - 1][1]}; {_LENIENT_HINT}")
+    for c in np.unique(code[rows]).tolist():
+        of_code = rows[code[rows] == c]
+        _count_skip(skipped, TAG_PROBLEMS[c - 1][0], len(of_code),
+                    f"first: {tags.source.name if tags.source else ''}, {shown(of_code[0])}")
+    keep = np.ones(len(chunk_ids), bool)
+    keep[post] = False
+    row_kept = keep[tags.post_index]
+    renumber = np.cumsum(keep) - 1
+    return chunk_ids[keep], TagRows(renumber[tags.post_index[row_kept]], tags.category[row_kept],
+                                    tags.names.filter(pa.array(row_kept)), None, {}, tags.source)
+
+
 def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     positions = Positions(ids)
     for path in meta.post_files:
         pf = _open(path)
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS]):
-            batch = batch.filter(pa.array(positions(batch.column("id").to_numpy()) >= 0))
+        batches = pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS])
+        while True:
+            with _reading(path):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            batch = batch.filter(pa.array(positions(pc.fill_null(batch.column("id"), -1).to_numpy()) >= 0))
             if batch.num_rows == 0:
                 continue
             batch_ids = batch.column("id").to_numpy()
@@ -248,7 +506,11 @@ def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, Ta
                 parts_index.append(rows[parents[keep.to_numpy(zero_copy_only=False)]])
                 parts_category.append(np.full(len(parts_index[-1]), category, np.int8))
             names = pa.chunked_array(parts_names, pa.string()).combine_chunks().dictionary_encode()
-            yield chunk_ids, TagRows(np.concatenate(parts_index), np.concatenate(parts_category), names)
+            checked = _check_names(names.dictionary)
+            if checked.problem is not None:
+                names = pa.DictionaryArray.from_arrays(names.indices, checked.names)
+            yield chunk_ids, TagRows(np.concatenate(parts_index), np.concatenate(parts_category), names,
+                                     checked.problem, checked.bad_names, path)
 
 
 @dataclass
@@ -284,7 +546,9 @@ def _in_post_order(groups: list[_RelationGroup]) -> bool:
 def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     tag_pf = _open(meta.tag_file)
     _check_columns(meta.tag_file, tag_pf.schema_arrow, {"id": _INT, "name": _STR, "type": _INT})
-    tags = tag_pf.read(columns=["id", "name", "type"]).combine_chunks()
+    with _reading(meta.tag_file):
+        tags = tag_pf.read(columns=["id", "name", "type"]).combine_chunks()
+    checked = _check_names(tags["name"].combine_chunks())
     tag_types = tags["type"].to_numpy(zero_copy_only=False)
     unknown = ~np.isin(tag_types, list(NORMALIZED_TAG_TYPES))
     if unknown.any():
@@ -294,7 +558,7 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     for tag_type, category in NORMALIZED_TAG_TYPES.items():
         category_of_type[tag_type] = category
     tag_category = category_of_type[tag_types]
-    tag_ids = tags["id"].to_numpy()
+    tag_ids = pc.fill_null(tags["id"], -1).to_numpy()
     tag_order = np.argsort(tag_ids, kind="stable")
     tag_positions = Positions(tag_ids[tag_order])
     post_positions = Positions(ids)
@@ -304,14 +568,17 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (post position, relation id, tag row)
     done = 0  # posts ids[:done] have been yielded
     for k, group in enumerate(groups):
-        table = group.pf.read_row_group(group.index, columns=["id", "post_id", "tag_id"])
-        post = post_positions(table["post_id"].to_numpy())
+        with _reading(group.path):
+            table = group.pf.read_row_group(group.index, columns=["id", "post_id", "tag_id"])
+        post = post_positions(pc.fill_null(table["post_id"], -1).to_numpy())
         selected = post >= 0
-        tag_id = table["tag_id"].to_numpy()[selected]
+        tag_id = pc.fill_null(table["tag_id"], -1).to_numpy()[selected]
         tag_at = tag_positions(tag_id)
         if (tag_at < 0).any():
-            raise PrepError(f"{group.path}: tag id {tag_id[tag_at < 0][0]} is not in {meta.tag_file.name}")
-        pending.append((post[selected].astype(np.int32), table["id"].to_numpy()[selected],
+            missing = tag_id[tag_at < 0][0]
+            raise PrepError(f"{group.path}: tag id {'null' if missing == -1 else missing} is not in "
+                            f"{meta.tag_file.name}")
+        pending.append((post[selected].astype(np.int32), pc.fill_null(table["id"], -1).to_numpy()[selected],
                         tag_order[tag_at].astype(np.int32)))
         last = k + 1 == len(groups)
         complete = len(ids) if last else int(np.searchsorted(ids, groups[k + 1].first_post)) if streaming else done
@@ -320,14 +587,14 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
             later = rows[0] >= complete
             pending = [tuple(column[later] for column in rows)] if later.any() else []
             yield from _tag_chunks(ids, done, complete, *(column[~later] for column in rows),
-                                   tag_category, tags["name"])
+                                   tag_category, checked, meta.tag_file)
             done = complete
     if done < len(ids):  # posts without any tag row
         yield from _tag_chunks(ids, done, len(ids), np.zeros(0, np.int32), np.zeros(0, np.int64),
-                               np.zeros(0, np.int32), tag_category, tags["name"])
+                               np.zeros(0, np.int32), tag_category, checked, meta.tag_file)
 
 
-def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, names
+def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, checked: _NameCheck, source: Path
                 ) -> Iterator[tuple[np.ndarray, TagRows]]:
     """TagRows of the posts ids[start:stop], _CHUNK_POSTS at a time, from their relation rows in any
     order: a post's tags in the order of their relation ids."""
@@ -343,5 +610,6 @@ def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, names
         if (step < 0).any() or ((step == 0) & (np.diff(r) <= 0)).any():
             order = np.lexsort((r, p))
             p, t = p[order], t[order]
+        names = pa.DictionaryArray.from_arrays(pa.array(t), checked.names)
         yield (ids[first:min(first + _CHUNK_POSTS, stop)],
-               TagRows(p.astype(np.int64) - first, tag_category[t], pa.DictionaryArray.from_arrays(pa.array(t), names)))
+               TagRows(p.astype(np.int64) - first, tag_category[t], names, checked.problem, checked.bad_names, source))

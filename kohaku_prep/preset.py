@@ -28,6 +28,10 @@ class InputSection:
     shape: Literal["auto", "flat", "normalized"] = "auto"
     # danbooru's `s` meant *safe* until about May 2022; such dumps need "danbooru-pre2022"
     rating_scheme: Literal["danbooru", "danbooru-pre2022"] = "danbooru"
+    # a bad post (null id, unknown rating, tag holding "," or "|||", ...): "fail" stops with a one-line error
+    # naming it; "skip" leaves it out and counts it as a stage of the report. Unreadable files, missing or
+    # mistyped columns and an empty selection are errors either way.
+    bad_metadata: Literal["fail", "skip"] = "fail"
 
 
 @dataclass

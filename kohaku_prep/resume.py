@@ -64,8 +64,11 @@ def find_state(which: str, output_dir: Path, output_name: str) -> SavedState:
     return states[-1]
 
 
-def resume_args(state: SavedState, accumulation: int, processes: int, steps_per_epoch: int) -> list[str]:
-    """The trainer flags that continue at the right data position and step, or a refusal with the reason.
+def resume_args(state: SavedState, accumulation: int, processes: int, steps_per_epoch: int,
+                force: bool = False) -> tuple[list[str], list[str]]:
+    """The trainer flags that continue at the right data position and step, and warnings; or a refusal
+    with the reason. `force` lets only a single-process resume through: its step, schedule and count
+    of batches done are right, only the order of the epoch's remaining batches is drawn anew.
 
     steps_per_epoch: optimizer steps in one epoch (the plan's optimizer steps / epochs).
     """
@@ -74,13 +77,18 @@ def resume_args(state: SavedState, accumulation: int, processes: int, steps_per_
             f"cannot resume with gradient accumulation {accumulation}: sd-scripts {SD_SCRIPTS_TAG} would "
             f"skip to the right data but count {state.step} x {accumulation} as its step (issue #2407), "
             "ending at once or training past the plan")
-    if processes < 2:
-        raise PrepError("cannot resume a single-process run at its data position: sd-scripts draws the "
-                        "resumed epoch's order anew, so skipped batches would not be the ones trained")
     if state.step >= steps_per_epoch:
         raise PrepError(f"cannot resume past the first epoch (state at step {state.step:,}, "
                         f"{steps_per_epoch:,} per epoch): sd-scripts {SD_SCRIPTS_TAG} then restarts its step count")
-    return ["--resume", str(state.path), "--skip_until_initial_step"]
+    warnings = []
+    if processes < 2:
+        redraw = (f"a single-process run resumes at step {state.step:,} with the epoch's order drawn anew: "
+                  f"the {steps_per_epoch - state.step:,} optimizer steps left train batches of a new order, "
+                  "so some images of this epoch repeat and others are not seen")
+        if not force:
+            raise PrepError(f"cannot resume exactly: {redraw} (--force-resume resumes anyway)")
+        warnings.append(redraw)
+    return ["--resume", str(state.path), "--skip_until_initial_step"], warnings
 
 
 def epoch_steps(optimizer_steps: int, epochs: int) -> int:

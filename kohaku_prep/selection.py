@@ -7,11 +7,13 @@ not on file order, machine, or the NumPy version.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kohaku_prep.metadata import Skip
 from kohaku_prep.preset import FiltersSection, SelectionSection
 
 
@@ -53,9 +55,21 @@ def _pool_name(start: int, end: int | None) -> str:
     return f"pool [{start:,}, {'∞' if end is None else f'{end:,}'})"
 
 
-def select(posts: pa.Table, selection: SelectionSection, filters: FiltersSection) -> Selection:
+def _skip_stages(kept: int, skipped: Sequence[Skip]) -> list[Stage]:
+    stages = []
+    for skip in skipped:
+        kept -= skip.count
+        stages.append(Stage(skip.problem, kept, skip.count, skip.first))
+    return stages
+
+
+def select(posts: pa.Table, selection: SelectionSection, filters: FiltersSection,
+           skipped: Sequence[Skip] = ()) -> Selection:
+    """`posts` as read_posts returns them; `skipped`: the posts it left out as bad metadata, each kind a
+    stage before the pools (so a quota is drawn from good posts only)."""
     ids = posts["id"].to_numpy()
-    stages = [Stage("metadata", len(ids), 0)]
+    read = len(ids) + sum(s.count for s in skipped)
+    stages = [Stage("metadata", read, 0), *_skip_stages(read, skipped)]
     chosen = []
     in_some_pool = np.zeros(len(ids), bool)
     for pool in sorted(selection.pools, key=lambda p: p.start):
@@ -100,3 +114,8 @@ def require_images(sel: Selection, present_ids: np.ndarray) -> Selection:
     present = np.isin(sel.ids, present_ids)
     stage = Stage("image not in the archive", int(present.sum()), int((~present).sum()))
     return Selection(sel.ids[present], [*sel.stages, stage])
+
+
+def leave_out(sel: Selection, kept_ids: np.ndarray, skipped: Sequence[Skip]) -> Selection:
+    """The selection less posts found bad after it (their tags), a stage for each kind of problem."""
+    return Selection(kept_ids, [*sel.stages, *_skip_stages(len(sel.ids), skipped)])

@@ -4,14 +4,15 @@
 Input is generated vectorized and cached in --cache (keyed by N and GEN_VERSION): N posts, ids over 1..max(7.35M, N),
 Zipf-like tags from a ~300k-tag vocabulary, in both metadata shapes, and tiny danbooru-style image tar shards.
 Each measurement calls the package's own functions in a fresh child process, peak RSS reset per stage: read posts,
-select, caption (as build.plan_dataset), manifest + dataset TOML (build.write_dataset, image copy stubbed), caption
-files (fsutil.write_atomic as build._extract; baseline a minimal open/write/close loop), index tar shards, extract
-(build.write_dataset; baseline `tar -xf SHARD -C DIR -T LIST`), read+select+caption at each --scale size, and a
-per-post re-statement of HakuBooru's captioner (recipes §3). Medians of --repeat runs; figures also go to --json.
+select, caption (as build.plan_dataset), manifest + dataset TOML (build.write_dataset, image and caption files
+stubbed), caption files (build.write_captions; baseline a minimal open/write/close loop), index tar shards, extract
+(build.copy_images; baseline `tar -xf SHARD -C DIR -T LIST`), read+select+caption at each --scale size, and the
+predecessor: HakuBooru's own captioner on a sample of the selection (scripts/hakubooru_timing.py, run by
+--hakubooru-python), its captions compared with kohaku-prep's. Medians of --repeat runs; figures also go to --json.
 
-    .venv/bin/python scripts/bench.py --quick          # 300k posts, 20k images, repeat 1: a smoke run
-    .venv/bin/python scripts/bench.py                  # 7.35M posts, 200k images, median of 3
-    .venv/bin/python scripts/bench.py --scale 1000000,7350000,15000000
+    make bench BENCH_ARGS=--quick                      # 300k posts, 20k images, repeat 1: a smoke run
+    make bench                                         # 7.35M posts, 200k images, median of 3
+    make bench BENCH_ARGS=--scale=1000000,7350000,15000000
 """
 from __future__ import annotations
 
@@ -36,12 +37,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kohaku_prep import build, captions, dataset_files, images, metadata, selection
-from kohaku_prep.fsutil import write_atomic
 from kohaku_prep.preset import find_preset, resolve
 
 GEN_VERSION = 1
 DANBOORU_MAX_ID = 7_350_000
-HAKUBOORU_RATE = 900  # captions/s: HakuBooru with its per-post SQLite queries, 2 cores (recipes §9)
 CHUNK = 500_000  # posts generated at a time
 SHAPES = ("flat", "normalized")
 PIPELINE = ("read posts", "select", "caption")
@@ -255,8 +254,9 @@ def child_pipeline(t: dict) -> dict:
     if t.get("manifest"):
         index = images.ImageIndex(sel.ids, np.zeros(n, np.int32), [Path("synthetic.tar")], np.zeros(n, np.int32),
                                   ["jpg"], np.zeros(n, np.int64), np.zeros(n, np.int64), 0, [])
-        build._write_images = lambda *_: build.Extracted(  # no image copy: the dataset files alone
+        build.copy_images = lambda *_: build.Extracted(  # no image or caption files: the dataset files alone
             np.full(n, 1024, np.int32), np.full(n, 1024, np.int32), [""] * n)
+        build.write_captions = lambda *_: None
         _, rec["manifest + dataset TOML"] = _measure(build.write_dataset, build.Plan(sel, chosen, caps, index, []),
                                                      r, True, lambda _: None)
         rec["manifest + dataset TOML"]["items"] = n
@@ -269,28 +269,32 @@ def child_writes(t: dict) -> dict:
     tmp, src, table = Path(t["tmp"]), Path(t["images"]), pq.read_table(t["captions"])
     ids, texts = table["id"].to_numpy(), table["caption"].to_pylist()
     index = [_measure(images.index_images, src) for _ in range(t["repeat"])]
-    outs = [_resolved(**{"input.metadata": t["meta"], "input.images": src, "output.dir": tmp / f"kohaku-{k}"})
-            for k in range(t["repeat"])]
-    p = outs[0].preset
+    p = _resolved(**{"input.metadata": t["meta"], "input.images": src}).preset
     per, plan = p.output.ids_per_folder, build.plan_dataset(p, lambda _: None)  # the posts that have an image
-    order = np.argsort(ids % 1000, kind="stable")  # caption jobs: one per danbooru shard, as build._write_images
+    order = np.argsort(ids % 1000, kind="stable")  # baseline jobs: one per danbooru shard
     jobs = np.split(order, np.flatnonzero(np.diff(ids[order] % 1000)) + 1)
+    text = table["caption"]
 
-    def kohaku(root, rows):  # build._extract's caption write
-        for row in rows.tolist():
-            write_atomic(root / dataset_files.folder_of(int(ids[row]), per) / f"{ids[row]}.txt", texts[row])
+    def kohaku(root):
+        build.write_captions(root, ids, text, p, False, lambda _: None)
 
-    def minimal(root, rows):
-        for row in rows.tolist():
-            with open(f"{root}/images/{ids[row] // per:05d}/{ids[row]}.txt", "wb") as fh:
-                fh.write(texts[row].encode())
+    def minimal(root):
+        def loop(rows):
+            for row in rows.tolist():
+                with open(f"{root}/images/{ids[row] // per:05d}/{ids[row]}.txt", "wb") as fh:
+                    fh.write(texts[row].encode())
+        with ThreadPoolExecutor(p.output.workers) as pool:
+            list(pool.map(loop, jobs))
 
-    def write_captions(fn, k):  # folders first, as build._write_images
+    def write_captions(fn, k):  # folders first, as build.copy_images makes them
         root = tmp / f"captions-{fn.__name__}-{k}"
         for folder in np.unique(ids // per).tolist():
             (root / dataset_files.folder_of(folder * per, per)).mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(p.output.workers) as pool:
-            list(pool.map(lambda rows: fn(root, rows), jobs))
+        fn(root)
+
+    def extract(k):
+        (tmp / f"kohaku-{k}").mkdir()
+        build.copy_images(plan, tmp / f"kohaku-{k}", p, False, lambda _: None)
 
     rows = np.searchsorted(plan.index.ids, plan.sel.ids)
     shards = []
@@ -313,58 +317,31 @@ def child_writes(t: dict) -> dict:
             "images": len(rows), "bytes": int(plan.index.size[rows].sum()),
             "tar_command": "tar -xf {} -C {{dir}}/{} -T {}".format(*shards[0]), **_alternate(t["repeat"], {
                 "minimal": lambda k: write_captions(minimal, k), "kohaku": lambda k: write_captions(kohaku, k),
-                "tar": tar_all, "extract": lambda k: build.write_dataset(plan, outs[k], True, lambda _: None)})}
-
-
-RATING_TAGS = (["safe"], ["sensitive"], ["nsfw"], ["explicit", "nsfw"])
-YEAR_BANDS = ((2005, "early"), (2011, "old"), (2015, "early"), (2018, "mid"), (2021, "recent"), (2025, "newest"))
-
-
-def restated_caption(post: dict, tag_ids: list, tag_table: dict) -> str:
-    """HakuBooru's caption rule (recipes §3), one post at a time, as its captioner ran."""
-    special, character, copyright, artist, general, meta = [], [], [], [], [], []
-    for tag_id in tag_ids:
-        name, kind = tag_table[tag_id]
-        if kind == 0:
-            (special if name in captions.SPECIAL_TAGS else general).append(name)
-        elif kind == 1 and "banned" not in name or kind in (2, 3):
-            (artist, character, copyright)[kind - 1].append(name)
-        elif kind == 4 and not any(bad in name for bad in captions.META_BLACKLIST):
-            meta.append(name)
-
-    def fmt(tags):
-        return [x for x in (t.replace("_", " ") if len(t) > 3 else t for t in tags) if x.strip()]
-    head, tail = fmt(special + character + copyright + artist), fmt(general + meta)
-    m = re.match(r"([0-9]{4})-", post["created_at"] or "")
-    year = int(m.group(1)) if m else 0
-    tail += [band for limit, band in YEAR_BANDS if year < limit][:1] + RATING_TAGS[post["rating"]]
-    if post["id"] <= captions.EPSILON_QUALITY_MAX_ID:
-        thresholds = captions.EPSILON_THRESHOLDS[post["rating"]].tolist()
-        tail.append(captions.QUALITY_TAGS[sum(post["fav_count"] > x for x in thresholds)])
-    return ", ".join(head) + ", |||" + ", ".join(tail)
+                "tar": tar_all, "extract": extract})}
 
 
 def child_predecessor(t: dict) -> dict:
-    folder, p = Path(t["meta"]) / "normalized", _resolved().preset
+    """HakuBooru's own captioner (scripts/hakubooru_timing.py, in its environment) and kohaku-prep's
+    captions of the same posts: a sample of the Epsilon selection."""
+    folder, p, tmp = Path(t["meta"]) / "normalized", _resolved().preset, Path(t["tmp"])
     meta = metadata.locate(folder)
     posts = metadata.read_posts(meta, p.input.rating_scheme)
     sel = selection.select(posts, p.selection, p.filters)
     ids = np.sort(np.random.default_rng(0).choice(sel.ids, min(t["n"], len(sel.ids)), replace=False))
+    np.save(tmp / "predecessor-ids.npy", ids)
+    theirs = tmp / "predecessor-captions.parquet"
+    proc = subprocess.run([t["python"], str(Path(__file__).with_name("hakubooru_timing.py")), "--metadata",
+                           str(folder), "--ids", str(tmp / "predecessor-ids.npy"), "--captions", str(theirs),
+                           "--workdir", str(tmp / "hakubooru")], capture_output=True, text=True)
+    if proc.returncode:
+        return {"error": f"HakuBooru failed: {proc.stderr.strip()[-300:]}"}
     chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), ids)))
-    # the "database", loaded untimed: post rows as dicts, tag ids by post id, (name, type) by tag id
-    rows, rel = chosen.to_pylist(), pq.read_table(folder / "posttagrelation.parquet", columns=["post_id", "tag_id"],
-                                                  filters=pc.field("post_id").isin(ids))
-    by_post: dict[int, list] = {}
-    for post_id, tag_id in zip(rel["post_id"].to_pylist(), rel["tag_id"].to_pylist()):
-        by_post.setdefault(post_id, []).append(tag_id)
-    tags = pq.read_table(folder / "tag.parquet")
-    tag_table = dict(zip(tags["id"].to_pylist(), zip(tags["name"].to_pylist(), tags["type"].to_pylist())))
-    restated, m = _measure(lambda: [restated_caption(post, by_post.get(post["id"], []), tag_table) for post in rows])
-    chunks = list(metadata.iter_tags(meta, ids))  # kohaku-prep on the same posts, tags already in memory
-    caps, k = _measure(captions.caption_posts, chunks, ids, chosen["created_at"], chosen["rating"].to_numpy(),
-                       chosen["fav_count"].to_numpy(), build._quality_rule(p, posts))
-    same = sum(a == b for a, b in zip(restated, caps.text.to_pylist()))
-    return {"posts": len(ids), "seconds": m["seconds"], "kohaku_in_memory_seconds": k["seconds"], "identical": same}
+    ours = captions.caption_posts(metadata.iter_tags(meta, ids), ids, chosen["created_at"],
+                                  chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(),
+                                  build._quality_rule(p, posts)).text.to_pylist()
+    table = pq.read_table(theirs)
+    same = np.array_equal(table["id"].to_numpy(), ids) and sum(map(str.__eq__, table["caption"].to_pylist(), ours))
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "identical": int(same)}
 
 
 CHILDREN = {"pipeline": child_pipeline, "writes": child_writes, "predecessor": child_predecessor}
@@ -408,7 +385,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=200_000, help="posts with an image in the tar shards, "
                     "and the number of caption files written")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is printed")
-    ap.add_argument("--predecessor-posts", type=int, default=50_000)
+    ap.add_argument("--predecessor-posts", type=int, default=20_000)
+    ap.add_argument("--hakubooru-python", type=Path, help="a Python with hakubooru 0.0.3 (make bench makes one)")
     ap.add_argument("--scale", default="", help="comma-separated post counts for the scaling run")
     ap.add_argument("--cache", type=Path, default=Path("build/bench-cache"))
     ap.add_argument("--json", type=Path, default=Path("build/bench.json"))
@@ -462,22 +440,29 @@ def main() -> None:
         say(_row(f"caption files ({w['workers']} threads)", "kohaku", w["files"], kf))
         say(_row("caption files, minimal loop", "baseline", w["files"], mf))
         say(_row(f"index tar shards ({w['shards']} shards)", "members", w["members"], ki, w["index_rss_gb"]))
-        say(_row("extract + captions (write_dataset)", "kohaku", w["images"], ke, w["extract_rss_gb"]))
+        say(_row("extract images (copy_images)", "kohaku", w["images"], ke, w["extract_rss_gb"]))
         say(_row(f"tar -xf -T ({w['workers']} at a time)", "baseline", w["images"], te))
         checks += [(f"caption writing at {mf / kf:.0%} of the minimal loop's rate >= 80%", mf / kf >= 0.8),
                    (f"extraction at {te / ke:.0%} of tar -x's rate >= 80%", te / ke >= 0.8)]
 
-        pre = res["predecessor"] = child(kind="predecessor", meta=str(meta), n=args.predecessor_posts)
-        old, mem = pre["posts"] / pre["seconds"], pre["posts"] / pre["kohaku_in_memory_seconds"]
-        rates = {shape: s["caption"]["items"] / s["caption"]["median"]
-                 for shape, s in res["stages"].items() if "caption" in s}
-        say(f"predecessor re-statement (per-post Python over dict rows; NO database, so faster than HakuBooru's "
-            f"~{HAKUBOORU_RATE}/s): {old:,.0f} captions/s on {pre['posts']:,} posts, {pre['identical']:,} identical to "
-            f"kohaku-prep's, which makes {mem:,.0f}/s ({mem / old:.1f}x) from the same tags in memory")
-        for shape, rate in rates.items():
-            say(f"  kohaku-prep caption stage, {shape}: {rate:,.0f} captions/s = {rate / old:.1f}x the re-statement, "
-                f"{rate / HAKUBOORU_RATE:.0f}x HakuBooru's measured ~{HAKUBOORU_RATE}/s")
-            checks.append((f"{shape}: captions {rate / old:.1f}x the re-statement's >= 50x", rate / old >= 50))
+        pre = res["predecessor"] = (child(kind="predecessor", meta=str(meta), n=args.predecessor_posts,
+                                          python=str(args.hakubooru_python)) if args.hakubooru_python
+                                    else {"error": "no --hakubooru-python (make bench sets it up)"})
+        if "error" in pre:
+            say(f"predecessor not timed: {pre['error']}")
+            checks.append(("captions at least 50x HakuBooru's rate: predecessor not timed", False))
+        else:
+            old = pre["posts"] / pre["seconds"]
+            say(f"HakuBooru {pre['hakubooru']} (its own captioner over SQLite, peewee {pre['peewee']}): {old:,.0f} "
+                f"captions/s on {pre['posts']:,} posts of the selection; {pre['identical']:,} of them identical "
+                "to kohaku-prep's")
+            for shape, s in res["stages"].items():
+                if "caption" in s:
+                    rate = s["caption"]["items"] / s["caption"]["median"]
+                    say(f"  kohaku-prep caption stage, {shape}: {rate:,.0f} captions/s = {rate / old:.0f}x HakuBooru's")
+                    checks.append((f"{shape}: captions {rate / old:.0f}x HakuBooru's >= 50x", rate / old >= 50))
+            checks.append((f"HakuBooru's captions identical: {pre['identical']:,} of {pre['posts']:,}",
+                           pre["identical"] == pre["posts"]))
 
         sizes = [int(n) for n in args.scale.split(",") if n.strip()]
         if sizes:

@@ -1,4 +1,5 @@
 """Helpers shared by the tests: the sample build, metadata writers for both shapes, and saved states."""
+import filecmp
 import json
 import random
 from pathlib import Path
@@ -82,3 +83,10 @@ def make_state(output: Path, name: str, step: int, complete: bool = True) -> Pat
     if complete:
         (folder / "random_states_0.pkl").write_bytes(b"")
     return folder
+
+
+def assert_same_tree(a: Path, b: Path):
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files_a], shallow=False)
+    assert not mismatch and not errors

@@ -1,5 +1,4 @@
 """The dataset build end to end on the embedded sample."""
-import filecmp
 import json
 import os
 import tomllib
@@ -9,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from helpers import GOLDEN, build_sample, resolve_sample
+from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 import kohaku_prep
 from kohaku_prep import build, dataset_files, images
 from kohaku_prep.errors import PrepError
@@ -78,13 +77,6 @@ def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset,
     assert_same_tree(out / "images", sample_dataset / "images")
 
 
-def assert_same_tree(a: Path, b: Path):
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files_a], shallow=False)
-    assert not mismatch and not errors
-
-
 def test_rebuild_is_byte_identical(sample_root, sample_dataset, tmp_path):
     out = tmp_path / "again"
     build_sample(sample_root, out)
@@ -105,8 +97,8 @@ def test_interrupted_build_resumes_without_redoing_images(sample_root, sample_da
     monkeypatch.undo()
     assert not out.exists() and (tmp_path / "resumed.partial").is_dir()
 
-    reads = []
-    monkeypatch.setattr(images, "read_image", lambda *a: reads.append(a) or b"")
+    reads, read_many = [], images.ImageIndex.read_many
+    monkeypatch.setattr(images.ImageIndex, "read_many", lambda index, rows: reads.extend(rows) or read_many(index, rows))
     build_sample(sample_root, out)
     assert len(reads) == 1  # only the undecodable image is tried again; the rest came from the first run
     assert not (tmp_path / "resumed.partial").exists()

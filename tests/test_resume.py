@@ -35,14 +35,26 @@ def test_latest_skips_a_newer_state_whose_train_state_is_cut_off(tmp_path, train
 def test_resume_flags_where_the_trainer_is_right(tmp_path):
     folder = make_state(tmp_path, "eps-step00000002-state", 2)
     state = find_state("latest", tmp_path, "eps")
-    assert resume_args(state, accumulation=1, processes=4, steps_per_epoch=100) == [
-        "--resume", str(folder), "--skip_until_initial_step"]
+    assert resume_args(state, accumulation=1, processes=4, steps_per_epoch=100) == (
+        ["--resume", str(folder), "--skip_until_initial_step"], [])
+
+
+def test_forced_single_process_resume_warns_of_the_redrawn_order(tmp_path):
+    folder = make_state(tmp_path, "eps-step00000002-state", 2)
+    args, warnings = resume_args(find_state("latest", tmp_path, "eps"), 1, 1, 100, force=True)
+    assert args == ["--resume", str(folder), "--skip_until_initial_step"]
+    assert warnings == ["a single-process run resumes at step 2 with the epoch's order drawn anew: the 98 "
+                        "optimizer steps left train batches of a new order, so some images of this epoch "
+                        "repeat and others are not seen"]
+    for accumulation, per_epoch in ((2, 100), (1, 2)):  # wrong step counts are never forced through
+        with pytest.raises(PrepError):
+            resume_args(find_state("latest", tmp_path, "eps"), accumulation, 1, per_epoch, force=True)
 
 
 @pytest.mark.parametrize("accumulation, processes, per_epoch, why", [
     (16, 4, 20_354, "gradient accumulation 16"),  # Epsilon itself
     (2, 4, 100, "issue #2407"),
-    (1, 1, 100, "single-process"),
+    (1, 1, 100, "single-process run resumes .* drawn anew.*--force-resume resumes anyway"),
     (1, 4, 2, "past the first epoch"),
 ])
 def test_resume_refused_where_the_trainer_goes_wrong(tmp_path, accumulation, processes, per_epoch, why):

@@ -1,0 +1,113 @@
+"""Fault injection on the dataset build: killed processes, a full disk, files cut off mid-write.
+Each must end in a clear message and a build that, run again, finishes byte-identical to a clean one."""
+import errno
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
+from kohaku_prep import build, images
+from kohaku_prep.errors import PrepError
+
+
+def assert_same_dataset(out, reference):
+    assert_same_tree(out / "images", reference / "images")
+    for name in ("manifest.parquet", "report.md", "dataset.toml"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes().replace(
+            str(reference).encode(), str(out).encode())
+
+
+def files_in(folder) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def test_killed_builds_resume_to_the_same_dataset(sample_root, sample_dataset, tmp_path):
+    out, staging = tmp_path / "dataset", tmp_path / "dataset.partial"
+    command = [sys.executable, "-m", "kohaku_prep", "dataset", "--metadata", str(sample_root / "metadata" / "flat"),
+               "--images", str(sample_root / "images"), "--out", str(out), "--force", *SAMPLE_OVERRIDES]
+    interrupted = 0
+    for written in (1, 300, 900, 1500, 2400, 2800):  # SIGKILL once the staging folder holds this many files
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and files_in(staging) < written:
+            time.sleep(0.002)
+        proc.kill()
+        interrupted += proc.wait() == -signal.SIGKILL
+    assert interrupted >= 4
+    subprocess.run(command, check=True, capture_output=True)
+    assert not staging.exists()
+    assert_same_dataset(out, sample_dataset)
+
+
+def full_disk_after(calls: int, monkeypatch):
+    write_new = build.write_new
+    count = [0]
+
+    def fail_later(path, data, dir_fd=None):
+        count[0] += 1
+        if count[0] > calls:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_new(path, data, dir_fd=dir_fd)
+    monkeypatch.setattr(build, "write_new", fail_later)
+
+
+@pytest.mark.parametrize("calls", [300, 1800], ids=["while copying images", "while writing captions"])
+def test_full_disk_stops_the_build_and_it_resumes(sample_root, sample_dataset, tmp_path, monkeypatch, calls):
+    out = tmp_path / "dataset"
+    full_disk_after(calls, monkeypatch)
+    with pytest.raises(PrepError, match=r"cannot write \(No space left on device\); fix this and run the same"):
+        build_sample(sample_root, out)
+    assert not out.exists() and (tmp_path / "dataset.partial").is_dir()
+    monkeypatch.undo()
+    build_sample(sample_root, out)
+    assert_same_dataset(out, sample_dataset)
+
+
+def test_files_cut_off_mid_write_are_rewritten_on_resume(sample_root, sample_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "dataset"
+    full_disk_after(2000, monkeypatch)
+    with pytest.raises(PrepError):
+        build_sample(sample_root, out)
+    monkeypatch.undo()
+    staging = tmp_path / "dataset.partial"
+    image = next(p for p in staging.rglob("*") if p.suffix in (".png", ".jpg", ".webp"))
+    caption = next(staging.rglob("*.txt"))
+    image.write_bytes(image.read_bytes()[:100])  # as a write cut off by SIGKILL or power loss leaves them
+    caption.write_bytes(caption.read_bytes()[:7])
+    build_sample(sample_root, out)
+    assert_same_dataset(out, sample_dataset)
+
+
+def encoded(fmt: str, size: tuple[int, int], **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA" if fmt in ("PNG", "WEBP") else "RGB", size, (9, 99, 199)).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pil_size(data: bytes):
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+@pytest.mark.parametrize("fmt, options", [
+    ("JPEG", {}), ("JPEG", {"progressive": True}), ("JPEG", {"exif": b"Exif\x00\x00" + b"x" * 5000}),
+    ("PNG", {}), ("GIF", {}), ("WEBP", {"lossless": True}), ("WEBP", {"quality": 70}),
+    ("WEBP", {"exif": b"Exif\x00\x00abc"}), ("BMP", {})])
+def test_image_header_reads_what_pil_reads_and_no_more(fmt, options):
+    """The header fast path gives PIL's size on whole files and accepts no cut-off file PIL refuses."""
+    for size in [(1, 1), (37, 5), (640, 480)] + ([(16383, 2)] if fmt in ("PNG", "WEBP") else []):
+        data = encoded(fmt, size, **options)
+        assert images.image_size(data) == size
+        if fmt in ("JPEG", "PNG", "WEBP"):
+            assert images._header_size(data) == size  # not left to PIL
+        for cut in [*range(0, min(len(data), 400)), len(data) - 1]:
+            fast = images._header_size(data[:cut])
+            assert fast is None or fast == pil_size(data[:cut]), (size, cut)
