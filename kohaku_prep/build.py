@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import __version__, captions, dataset_files, images, metadata, selection
+from kohaku_prep import __version__, bad_metadata, captions, dataset_files, images, metadata, selection
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
@@ -62,7 +62,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
             raise PrepError(f"the selection is empty; nothing to build:\n{table}")
 
     lenient = p.input.bad_metadata == "skip"  # bad posts: left out and counted in these lists, else an error
-    bad_rows: list[metadata.Skip] | None = [] if lenient else None
+    bad_rows: list[bad_metadata.Skip] | None = [] if lenient else None
     # a created_at without a year is bad metadata unless HakuBooru's quirks define its caption ("early")
     posts = metadata.read_posts(meta, p.input.rating_scheme, bad_rows, dated=not p.caption.year_quirks)
     sel = selection.select(posts, p.selection, p.filters, bad_rows or ())
@@ -74,7 +74,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     sel = selection.require_images(sel, index.ids)
     require_posts(sel)
     chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), sel.ids)))
-    bad_tags: list[metadata.Skip] | None = [] if lenient else None  # known once the selected posts' tags are read
+    bad_tags: list[bad_metadata.Skip] | None = [] if lenient else None  # known once the selected posts' tags are read
     caps = captions.caption_posts(metadata.iter_tags(meta, sel.ids), sel.ids, chosen["created_at"],
                                   chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(), _quality_rule(p, posts),
                                   bad_tags)
@@ -100,7 +100,9 @@ def _build_key(resolved: Resolved, plan: Plan) -> str:
 def check_output(out: Path, force: bool) -> None:
     """Fail before any work if the output folder cannot take a new dataset."""
     if out.exists() and any(out.iterdir()) and not force:
-        raise PrepError(f"{out}: already holds files; pass --force to replace it")
+        held = ("a dataset (its preset.toml: another build, perhaps of another preset or seed)"
+                if (out / "preset.toml").is_file() and (out / "manifest.parquet").is_file() else "other files")
+        raise PrepError(f"{out}: already holds {held}; pass --force to replace it")
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise PrepError(f"{parent}: not a writable folder")
@@ -217,16 +219,19 @@ def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Pr
     """`<id>.txt` beside each image, one job per subset folder. The UTF-8 bytes are written straight from
     the Arrow buffer; a resumed build rewrites only files of the wrong size."""
     per = p.output.ids_per_folder
-    text = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-    offsets = np.frombuffer(text.buffers()[1], np.int64, len(text) + 1, text.offset * 8)
-    body = memoryview(text.buffers()[2] or b"")
+    chunks = [c for c in texts.chunks if len(c)]  # read in place: no copy of gigabytes of captions
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    buffers = [(np.frombuffer(c.buffers()[1], np.int64, len(c) + 1, c.offset * 8),
+                memoryview(c.buffers()[2] or b"")) for c in chunks]
 
     def write_folder(positions: np.ndarray) -> None:
         folder = staging / dataset_files.folder_of(int(ids[positions[0]]), per)
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for i in positions.tolist():
-                name, start, end = f"{ids[i]}{dataset_files.CAPTION_EXTENSION}", offsets[i], offsets[i + 1]
+            for i, c in zip(positions.tolist(), (np.searchsorted(starts, positions, "right") - 1).tolist()):
+                offsets, body = buffers[c]
+                start, end = offsets[i - starts[c]], offsets[i - starts[c] + 1]
+                name = f"{ids[i]}{dataset_files.CAPTION_EXTENSION}"
                 if resuming and _size_at(name, dir_fd) == end - start:
                     continue
                 write_new(name, body[start:end], dir_fd=dir_fd)
@@ -260,15 +265,16 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
             raise PrepError("no selected image could be read; nothing was built")
         rows = np.flatnonzero(ok)
         written = plan.sel.ids[rows]
-        write_captions(staging, written, plan.caps.text.take(pa.array(rows)), p, resuming, log)
-        index_rows = np.searchsorted(plan.index.ids, written).tolist()
-        folders = [dataset_files.folder_of(i, p.output.ids_per_folder) for i in written.tolist()]
+        texts = plan.caps.text if len(rows) == len(ok) else plan.caps.text.take(pa.array(rows))
+        write_captions(staging, written, texts, p, resuming, log)
+        index_rows = np.searchsorted(plan.index.ids, written)
         manifest = pa.table({
             "id": written,
-            "image": [f"{f}/{plan.index.file_name(r)}" for f, r in zip(folders, index_rows)],
+            "image": dataset_files.image_paths(written, plan.index.ext[index_rows], plan.index.extensions,
+                                               p.output.ids_per_folder),
             "width": extracted.width[rows],
             "height": extracted.height[rows],
-            "caption": plan.caps.text.take(pa.array(rows)),
+            "caption": texts,
         }, schema=dataset_files.MANIFEST_SCHEMA)
         rows = pa.array(rows)
         tmp = staging / ".manifest.parquet.tmp"
@@ -277,7 +283,8 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
 
         final = out.resolve()
         header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__}"
-        image_dirs = [final / f for f in sorted(set(folders))]
+        per = p.output.ids_per_folder
+        image_dirs = [final / dataset_files.folder_of(f * per, per) for f in np.unique(written // per).tolist()]
         write_atomic(staging / "dataset.toml", dataset_files.dataset_toml(p.dataset, image_dirs, header))
         summary = _summary(resolved, plan, stages, failures, len(image_dirs))
         write_atomic(staging / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -314,7 +321,7 @@ def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_
         "seed": resolved.preset.selection.seed,
         "stages": [asdict(s) for s in stages],
         "bad_metadata": {"mode": resolved.preset.input.bad_metadata,
-                         "left_out": {s.name: s.dropped for s in stages if s.name in metadata.PROBLEM_ORDER}},
+                         "left_out": {s.name: s.dropped for s in stages if s.name in bad_metadata.PROBLEM_ORDER}},
         "images": {"written": stages[-1].kept, "failed": dict(failures), "subset_folders": n_folders,
                    "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
         "inputs": plan.inputs,

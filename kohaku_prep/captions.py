@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep import metadata
+from kohaku_prep import bad_metadata, metadata
 from kohaku_prep.metadata import ARTIST, GENERAL, META, TagRows
 
 KEEP_SEPARATOR = "|||"
@@ -195,10 +195,10 @@ def read_ahead(items: Iterable[T]) -> Iterator[T]:
 
 def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray, created_at: pa.ChunkedArray,
                   rating: np.ndarray, fav: np.ndarray, rule: CaptionRule,
-                  skipped: list[metadata.Skip] | None = None) -> Captions:
+                  skipped: list[bad_metadata.Skip] | None = None) -> Captions:
     """Captions of all posts `ids`, built a chunk of posts at a time (memory stays bounded).
 
-    A post with a tag that cannot go into a caption (metadata.TAG_PROBLEMS: it would corrupt the layout)
+    A post with a tag that cannot go into a caption (bad_metadata.TAG_PROBLEMS: it would corrupt the layout)
     is an error with `skipped` None; else it is left out, counted in `skipped`, and missing from Captions.ids.
     """
     rows, parts, covered = [], [], 0

@@ -3,14 +3,11 @@
 Posts come back as one Arrow table with normalized columns; tags are read afterwards, only for the
 posts that were selected, as flat rows (post, category, name) in each post's stored order.
 
-Bad metadata comes in two kinds. A file that cannot be read, or a missing or mistyped column, is
-always an error. A bad row (a post with a null id, an unknown rating, ...; a tag that would corrupt
-the caption layout) is either an error naming the file, the column, the first post and its value and
-the count (strict: `skipped` is None), or the post is left out and counted in `skipped` (lenient).
+A file that cannot be read, or a missing or mistyped column, is always an error; a bad row is an error
+or a counted skip (bad_metadata.py).
 """
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kohaku_prep.bad_metadata import (BAD_FAV_COUNT, DUPLICATE_ID, LENIENT_HINT, NO_YEAR, NOT_UTF8, NULL_FLAG, NULL_ID,
+                                      TAG_PROBLEMS, UNKNOWN_RATING, NameCheck, RowChecks, Skip, check_names,
+                                      count_skip, invalid_utf8)
 from kohaku_prep.errors import PrepError
 
 # Internal tag categories, in the order a caption's head lists them after the SPECIAL tags.
@@ -44,48 +44,6 @@ POST_COLUMNS = {
 }
 OPTIONAL_POST_COLUMNS = {"file_url": _STR}
 _TEXT_COLUMNS = ("created_at", "rating", "file_ext")  # string columns read as text: they must be UTF-8
-
-# Row-level problems of the post table, in the order they are checked: a post is counted under the first it has.
-NULL_ID = "bad metadata: id null"
-NOT_UTF8 = "bad metadata: not UTF-8"
-UNKNOWN_RATING = "bad metadata: unknown rating"
-BAD_FAV_COUNT = "bad metadata: fav_count null or negative"
-NO_YEAR = "bad metadata: created_at without a year"
-NULL_FLAG = "bad metadata: is_deleted or is_banned null"
-DUPLICATE_ID = "bad metadata: duplicate post id"
-# Tags that cannot go into a caption: (stage name, what the error says of the tag). Checked once per distinct name.
-TAG_PROBLEMS = (
-    ("bad tag: null or empty name", "has a null or empty name"),
-    ("bad tag: not UTF-8", "is not UTF-8"),
-    ("bad tag: control character", "holds a control character"),
-    ("bad tag: holds ','", "holds the caption separator ','"),
-    ("bad tag: holds '|||'", "holds the keep separator '|||'"),
-)
-PROBLEM_ORDER = (NULL_ID, NOT_UTF8, UNKNOWN_RATING, BAD_FAV_COUNT, NO_YEAR, NULL_FLAG, DUPLICATE_ID,
-                 *(stage for stage, _ in TAG_PROBLEMS))
-_LENIENT_HINT = 'input.bad_metadata = "skip" leaves such posts out'
-# C0 and C1 control characters (newline and tab included), the caption separator and the keep separator
-_TAG_SUSPECT = r"^$|[\x{0}-\x{1f}\x{7f}-\x{9f}]|,|\|\|\|"
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
-@dataclass
-class Skip:
-    """Posts left out for one kind of bad metadata (input.bad_metadata = "skip"), for the report."""
-
-    problem: str  # the stage name, one of PROBLEM_ORDER
-    count: int
-    first: str  # where the first one is and what it holds
-
-
-def _count_skip(skipped: list[Skip], problem: str, count: int, first: str) -> None:
-    for s in skipped:
-        if s.problem == problem:
-            s.count += count
-            return
-    skipped.append(Skip(problem, count, first))
-    skipped.sort(key=lambda s: PROBLEM_ORDER.index(s.problem))
-
 
 def _type_ok(kind: str, tp: pa.DataType) -> bool:
     is_int = pa.types.is_integer(tp)
@@ -128,42 +86,6 @@ def _reading(path: Path):
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
-
-
-def _invalid_utf8(values: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
-    """Which strings of `values` are not valid UTF-8 (Parquet readers do not check); None when all are,
-    found in one pass in the usual case. Only the non-ASCII strings of a failing column are decoded one by one."""
-    try:
-        values.validate(full=True)
-        return None
-    except pa.ArrowInvalid:
-        pass
-    masks = []
-    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        mask = np.zeros(len(chunk), bool)
-        rows = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(chunk), True).to_numpy(zero_copy_only=False))
-        for row, raw in zip(rows.tolist(), chunk.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                mask[row] = True
-        masks.append(mask)
-    return np.concatenate(masks) if masks else np.zeros(0, bool)
-
-
-def _shown(column: pa.ChunkedArray | pa.Array, row: int) -> str:
-    """A value as an error message shows it: a repr, bytes where it is not UTF-8, null."""
-    cell = column.slice(row, 1)
-    if pa.types.is_string(cell.type) or pa.types.is_large_string(cell.type):
-        raw = cell.cast(pa.binary())[0].as_py()
-        if raw is None:
-            return "null"
-        try:
-            return repr(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return repr(raw)
-    value = cell[0].as_py()
-    return "null" if value is None else repr(value)
 
 
 def created_years(created_at: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -271,45 +193,21 @@ def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = 
             raise PrepError(f"post id {first} appears more than once in the metadata (in {where}); {n_ids:,} "
                             f"id(s) on {int(copies.sum()):,} rows in all; input.bad_metadata = \"skip\" leaves "
                             "out every copy")
-        _count_skip(skipped, DUPLICATE_ID, int(copies.sum()),
+        count_skip(skipped, DUPLICATE_ID, int(copies.sum()),
                     f"every copy of {n_ids:,} id(s) left out; first: post {first} in {where}")
         posts = posts.filter(pa.array(~copies))
     return posts
 
 
-class _RowChecks:
-    """The bad rows of one post file, checked in PROBLEM_ORDER: the first is an error (strict), or every
-    one is counted once, under the first problem it has, and left out (lenient)."""
-
-    def __init__(self, path: Path, ids: pa.ChunkedArray, skipped: list[Skip] | None):
-        self.path, self.ids, self.skipped = path, ids, skipped
-        self.bad = np.zeros(len(ids), bool)
-
-    def check(self, problem: str, column: str, values, mask: np.ndarray, what: str, detail: str = "") -> None:
-        new = mask & ~self.bad
-        count = int(new.sum())
-        if not count:
-            return
-        row = int(np.argmax(new))
-        post = self.ids[row].as_py()
-        where = f"row {row:,}" if post is None else f"post {post}"
-        value = _shown(values, row)
-        if self.skipped is None:
-            raise PrepError(f"{self.path}: column '{column}' has {count:,} {what}, first {value} in {where}"
-                            f"{detail}; {_LENIENT_HINT}")
-        _count_skip(self.skipped, problem, count, f"first: {self.path.name}, {where}, {column} {value}")
-        self.bad |= new
-
-
 def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str, dated: bool,
                      skipped: list[Skip] | None) -> pa.Table:
-    rows = _RowChecks(path, t["id"], skipped)
+    rows = RowChecks(path, t["id"], skipped)
     rows.check(NULL_ID, "id", t["id"], _is_null(t["id"]), "null value(s)")
     text = {}
     for name in _TEXT_COLUMNS:
         column = t[name]
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            invalid = _invalid_utf8(column)
+            invalid = invalid_utf8(column)
             if invalid is not None:
                 rows.check(NOT_UTF8, name, column, invalid, "value(s) that are not UTF-8")
                 column = pa.chunked_array([pc.if_else(pa.array(invalid), pa.scalar(None, column.type),
@@ -404,46 +302,6 @@ class Positions:
         return np.where(self.ids[at] == values, at, -1)
 
 
-@dataclass
-class _NameCheck:
-    names: pa.Array  # the names, each bad one replaced by "" (so that string functions never fail on them)
-    problem: np.ndarray | None  # as TagRows.problem
-    bad_names: dict[int, str]
-
-
-def _check_names(names: pa.Array) -> _NameCheck:
-    """Find the names that cannot go into a caption (TAG_PROBLEMS): one vectorized pass over the distinct
-    names, then a closer look at the few suspects."""
-    suspect = pc.fill_null(pc.match_substring_regex(names, _TAG_SUSPECT), True)
-    invalid = _invalid_utf8(names)
-    if invalid is not None:
-        suspect = pc.or_(suspect, pa.array(invalid))
-    if not pc.any(suspect).as_py():
-        return _NameCheck(names, None, {})
-    rows = np.flatnonzero(suspect.to_numpy(zero_copy_only=False))
-    problem, bad_names = np.zeros(len(names), np.int8), {}
-    for row, raw in zip(rows.tolist(), names.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()):
-        problem[row], bad_names[row] = _name_problem(raw)
-    if not problem.any():
-        return _NameCheck(names, None, {})
-    bad_names = {row: shown for row, shown in bad_names.items() if problem[row]}
-    return _NameCheck(pc.if_else(pa.array(problem == 0), names, pa.scalar("", names.type)), problem, bad_names)
-
-
-def _name_problem(raw: bytes | None) -> tuple[int, str]:
-    """(0, or 1 + the index in TAG_PROBLEMS of the first the name has; the name as an error shows it)."""
-    if not raw:
-        return 1, "null" if raw is None else "''"
-    try:
-        name = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return 2, repr(raw)
-    for code, bad in ((3, _CONTROL.search(name)), (4, "," in name), (5, "|||" in name)):
-        if bad:
-            return code, repr(name)
-    return 0, repr(name)
-
-
 def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, skipped: list[Skip] | None
                        ) -> tuple[np.ndarray, TagRows]:
     """The posts of a chunk with a tag that cannot go into a caption (TAG_PROBLEMS): with `skipped` None
@@ -467,10 +325,10 @@ def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, skipped: list[Skip]
                 f"{tags.bad_names[entry]}")
 
     if skipped is None:
-        raise PrepError(f"{tags.source}: {shown(rows[0])} {TAG_PROBLEMS[code[rows[0]] - 1][1]}; {_LENIENT_HINT}")
+        raise PrepError(f"{tags.source}: {shown(rows[0])} {TAG_PROBLEMS[code[rows[0]] - 1][1]}; {LENIENT_HINT}")
     for c in np.unique(code[rows]).tolist():
         of_code = rows[code[rows] == c]
-        _count_skip(skipped, TAG_PROBLEMS[c - 1][0], len(of_code),
+        count_skip(skipped, TAG_PROBLEMS[c - 1][0], len(of_code),
                     f"first: {tags.source.name if tags.source else ''}, {shown(of_code[0])}")
     keep = np.ones(len(chunk_ids), bool)
     keep[post] = False
@@ -506,7 +364,7 @@ def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, Ta
                 parts_index.append(rows[parents[keep.to_numpy(zero_copy_only=False)]])
                 parts_category.append(np.full(len(parts_index[-1]), category, np.int8))
             names = pa.chunked_array(parts_names, pa.string()).combine_chunks().dictionary_encode()
-            checked = _check_names(names.dictionary)
+            checked = check_names(names.dictionary)
             if checked.problem is not None:
                 names = pa.DictionaryArray.from_arrays(names.indices, checked.names)
             yield chunk_ids, TagRows(np.concatenate(parts_index), np.concatenate(parts_category), names,
@@ -548,7 +406,7 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     _check_columns(meta.tag_file, tag_pf.schema_arrow, {"id": _INT, "name": _STR, "type": _INT})
     with _reading(meta.tag_file):
         tags = tag_pf.read(columns=["id", "name", "type"]).combine_chunks()
-    checked = _check_names(tags["name"].combine_chunks())
+    checked = check_names(tags["name"].combine_chunks())
     tag_types = tags["type"].to_numpy(zero_copy_only=False)
     unknown = ~np.isin(tag_types, list(NORMALIZED_TAG_TYPES))
     if unknown.any():
@@ -594,7 +452,7 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
                                np.zeros(0, np.int32), tag_category, checked, meta.tag_file)
 
 
-def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, checked: _NameCheck, source: Path
+def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, checked: NameCheck, source: Path
                 ) -> Iterator[tuple[np.ndarray, TagRows]]:
     """TagRows of the posts ids[start:stop], _CHUNK_POSTS at a time, from their relation rows in any
     order: a post's tags in the order of their relation ids."""

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep.metadata import Skip
+from kohaku_prep.bad_metadata import Skip
 from kohaku_prep.preset import FiltersSection, SelectionSection
 
 

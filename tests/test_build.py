@@ -98,7 +98,8 @@ def test_interrupted_build_resumes_without_redoing_images(sample_root, sample_da
     assert not out.exists() and (tmp_path / "resumed.partial").is_dir()
 
     reads, read_many = [], images.ImageIndex.read_many
-    monkeypatch.setattr(images.ImageIndex, "read_many", lambda index, rows: reads.extend(rows) or read_many(index, rows))
+    monkeypatch.setattr(images.ImageIndex, "read_many",
+                        lambda index, rows: reads.extend(rows) or read_many(index, rows))
     build_sample(sample_root, out)
     assert len(reads) == 1  # only the undecodable image is tried again; the rest came from the first run
     assert not (tmp_path / "resumed.partial").exists()
@@ -110,7 +111,7 @@ def test_existing_dataset_is_replaced_only_with_force(sample_root, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(PrepError, match="already holds files; pass --force"):
+    with pytest.raises(PrepError, match="already holds other files; pass --force"):
         build_sample(sample_root, out)
     assert (out / "keep.txt").read_text() == "mine"
     build_sample(sample_root, out, force=True)

@@ -42,7 +42,9 @@ def test_dataset_end_to_end_prints_overrides_and_stages(sample_root, tmp_path):
     assert "dataset: 1,451 images with captions in 8 folder(s)" in result.output
     again = run("dataset", "--metadata", str(sample_root / "metadata" / "flat"), "--images",
                 str(sample_root / "images"), "--out", str(out))
-    assert again.exit_code == 1 and "already holds files; pass --force" in again.output
+    assert again.exit_code == 1
+    assert "already holds a dataset (its preset.toml: another build, perhaps of another preset or seed); " \
+           "pass --force" in again.output
 
 
 def test_presets_lists_shipped_presets():

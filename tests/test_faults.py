@@ -4,6 +4,7 @@ import errno
 import io
 import os
 import signal
+import tarfile
 import subprocess
 import sys
 import time
@@ -111,3 +112,47 @@ def test_image_header_reads_what_pil_reads_and_no_more(fmt, options):
         for cut in [*range(0, min(len(data), 400)), len(data) - 1]:
             fast = images._header_size(data[:cut])
             assert fast is None or fast == pil_size(data[:cut]), (size, cut)
+
+
+def test_a_rebuild_with_another_seed_leaves_nothing_of_the_old_dataset(sample_root, sample_dataset, tmp_path):
+    out = tmp_path / "dataset"
+    build_sample(sample_root, out, extra=["selection.seed=7"])
+    with pytest.raises(PrepError, match="already holds a dataset .*another preset or seed.*--force"):
+        build_sample(sample_root, out)
+    build_sample(sample_root, out, force=True)
+    assert_same_dataset(out, sample_dataset)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
+def test_a_truncated_shard_loses_only_its_cut_members(copy_sample, sample_dataset, tmp_path):
+    shard = max((copy_sample / "images").rglob("*.tar"), key=lambda p: p.stat().st_size)
+    members = images.index_images(copy_sample / "images")
+    in_shard = sorted((r for r in range(len(members.ids)) if members.sources[members.source[r]] == shard),
+                      key=lambda r: members.offset[r])  # in file order
+    cut = int(members.offset[in_shard[len(in_shard) // 2]]) + 10  # inside the middle member's data
+    shard.write_bytes(shard.read_bytes()[:cut])
+    summary = build_sample(copy_sample, tmp_path / "out")
+    assert summary["images"]["unreadable_shards"] and str(shard) in summary["images"]["unreadable_shards"][0]
+    lost = 1451 - summary["images"]["written"]
+    assert 0 < lost <= len(in_shard) - len(in_shard) // 2
+    written = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    for row in in_shard[:len(in_shard) // 2]:  # members before the cut are kept, when selected
+        name = members.file_name(row)
+        assert name in written or not any((sample_dataset / "images").rglob(name))
+
+
+def test_a_zero_byte_member_is_counted_not_fatal(copy_sample, sample_dataset, tmp_path):
+    selected = {p.name for p in (sample_dataset / "images").rglob("*.*")}
+    index = images.index_images(copy_sample / "images")
+    row = next(r for r in range(len(index.ids)) if index.file_name(r) in selected)
+    shard, victim = index.sources[index.source[row]], index.file_name(row)
+    with tarfile.open(shard) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for member, data in members:
+            data = b"" if member.name == victim else data
+            member.size = len(data)
+            tf.addfile(member, io.BytesIO(data))
+    summary = build_sample(copy_sample, tmp_path / "out")
+    assert summary["images"]["failed"] == {"not a decodable image": 2}  # the sample's own undecodable one, and this
+    assert not any((tmp_path / "out").rglob(victim))
