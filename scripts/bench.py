@@ -465,29 +465,29 @@ def main() -> None:
                            pre["identical"] == pre["posts"]))
 
         sizes = [int(n) for n in args.scale.split(",") if n.strip()]
-        if sizes:
+        if sizes:  # the Epsilon pools take a larger share of a larger id range: time per captioned post
             say(f"{'scaling: read+select+caption':<36} {'shape':<10} {'posts':>10} {'seconds':>9} {'s/M posts':>11} "
-                f"{'peak GB':>8}")
+                f"{'peak GB':>8} {'captioned':>10} {'s/M capt.':>10}")
         for n in sizes:
             for shape in SHAPES:
                 s = res["stages"][shape] if n == args.posts else pipeline(
                     child, generate_metadata(n, args.cache) / shape, 1)
-                c = s.get("read+select+caption", {})
-                res["scaling"].append({"posts": n, "shape": shape, "error": s.get("error"),
+                c, captioned = s.get("read+select+caption", {}), s.get("caption", {}).get("items")
+                res["scaling"].append({"posts": n, "shape": shape, "error": s.get("error"), "captioned": captioned,
                                        "seconds": c.get("median"), "peak_rss_gb": c.get("peak_rss_gb")})
                 say(f"{'':<36} {shape:<10} {n:>10,}  {s['error']}" if "error" in s else
                     f"{'':<36} {shape:<10} {n:>10,} {c['median']:>9.1f} {c['median'] / n * 1e6:>11.2f} "
-                    f"{c['peak_rss_gb']:>8.2f}")
+                    f"{c['peak_rss_gb']:>8.2f} {captioned:>10,} {c['median'] / captioned * 1e6:>10.2f}")
         for shape in SHAPES:  # the largest size against the one before it
             a, b = ([None, None] + [p for p in res["scaling"] if p["shape"] == shape])[-2:]
             if a and (a["error"] or b["error"]):
                 checks.append((f"{shape}: {b['posts']:,} posts within 24 GB: {b['error'] or a['error']}", False))
             elif a:
-                growth = (b["seconds"] / b["posts"]) / (a["seconds"] / a["posts"])
+                growth = (b["seconds"] / b["captioned"]) / (a["seconds"] / a["captioned"])
                 checks += [(f"{shape}: {b['posts']:,} posts, peak {b['peak_rss_gb']:.2f} GB <= 24 GB",
                             b["peak_rss_gb"] <= 24),
-                           (f"{shape}: s/M posts {growth:.2f}x from {a['posts']:,} to {b['posts']:,} <= 1.2x",
-                            growth <= 1.2)]
+                           (f"{shape}: s/M captioned posts {growth:.2f}x from {a['posts']:,} to {b['posts']:,} "
+                            "posts <= 1.2x", growth <= 1.2)]
         say("targets:")
         for text, met in checks:
             res["targets"].append({"target": text, "met": bool(met)})

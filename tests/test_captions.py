@@ -141,12 +141,16 @@ def expected_head(post: dict) -> list[str]:
     return [tag for tag in map(format_tag, raw) if tag.strip()]
 
 
+def generated_posts(rows) -> list[dict]:
+    return [flat_post(i + 1, "2020-01-01T00:00:00.000+00:00", r, f, g, c, cp, a, m)
+            for i, (g, c, cp, a, m, r, f) in enumerate(rows)]
+
+
 @pytest.mark.parametrize("shape", ["flat", "normalized"])
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(post_fields, min_size=1, max_size=8))
 def test_caption_invariants(tmp_path_factory, shape, rows):
-    posts = [flat_post(i + 1, "2020-01-01T00:00:00.000+00:00", r, f, g, c, cp, a, m)
-             for i, (g, c, cp, a, m, r, f) in enumerate(rows)]
+    posts = generated_posts(rows)
     folder = tmp_path_factory.mktemp("prop")
     got = run_captions(write_flat(posts, folder) if shape == "flat" else write_normalized(posts, folder))
     for post in posts:
@@ -194,8 +198,7 @@ def has_bad_tag(post: dict) -> bool:
 @settings(max_examples=100, deadline=None)
 @given(rows=st.lists(wild_fields, min_size=1, max_size=8))
 def test_bad_tags_are_left_out(tmp_path_factory, shape, rows):
-    posts = [flat_post(i + 1, "2020-01-01T00:00:00.000+00:00", r, f, g, c, cp, a, m)
-             for i, (g, c, cp, a, m, r, f) in enumerate(rows)]
+    posts = generated_posts(rows)
     folder = tmp_path_factory.mktemp("wild")
     skipped = []
     got = run_captions(write_flat(posts, folder) if shape == "flat" else write_normalized(posts, folder),
