@@ -13,6 +13,7 @@ import platform
 import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -180,18 +181,15 @@ def _jobs(keys: np.ndarray) -> list[np.ndarray]:
 
 
 def _run_jobs(what: str, fn, jobs: list, workers: int, log: Log) -> None:
-    """fn(job) for each job on `workers` threads, with progress; a write error stops the build, resumable."""
+    """fn(job) for each job on `workers` threads, with progress; the first error stops the others."""
     done, total, last = 0, sum(len(j) for j in jobs), time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(fn, job): len(job) for job in jobs}
         for n, future in enumerate(as_completed(futures), 1):
-            try:
-                future.result()
-            except OSError as exc:
+            if future.exception():
                 for other in futures:
                     other.cancel()
-                raise PrepError(f"{exc.filename or 'output'}: cannot write ({exc.strerror or exc}); fix this and "
-                                "run the same command again to resume") from None
+                future.result()
             done += futures[future]
             if time.monotonic() - last > 2 or n == len(futures):
                 last = time.monotonic()
@@ -234,7 +232,10 @@ def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Pr
                 name = f"{ids[i]}{dataset_files.CAPTION_EXTENSION}"
                 if resuming and _size_at(name, dir_fd) == end - start:
                     continue
-                write_new(name, body[start:end], dir_fd=dir_fd)
+                try:
+                    write_new(name, body[start:end], dir_fd=dir_fd)
+                except OSError as exc:
+                    raise OSError(exc.errno, exc.strerror, str(folder / name)) from None
         finally:
             os.close(dir_fd)
     _run_jobs("captions", write_folder, _jobs(ids // per), p.output.workers, log)
@@ -247,13 +248,24 @@ def _size_at(name: str, dir_fd: int) -> int:
         return -1
 
 
+@contextmanager
+def _write_errors_stop_resumably(staging: Path):
+    """A write error (the disk full, say) stops the build with one line; the staging folder stays for the
+    rerun, which resumes. Read errors never get here: a source that cannot be read is counted."""
+    try:
+        yield
+    except OSError as exc:
+        raise PrepError(f"{exc.filename or staging}: cannot write ({exc.strerror or exc}); fix this and run the "
+                        "same command again to resume") from None
+
+
 def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
     p = resolved.preset
     out = Path(p.output.dir)
     check_output(out, force)
     staging = out.with_name(out.name + ".partial")
     resuming = _prepare_staging(staging, _build_key(resolved, plan), force, log)
-    with FolderLock(staging):
+    with FolderLock(staging), _write_errors_stop_resumably(staging):
         extracted = copy_images(plan, staging, p, resuming, log)
         ok = np.array([not f for f in extracted.failure])
         failures = Counter(f for f in extracted.failure if f)

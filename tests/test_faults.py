@@ -156,3 +156,16 @@ def test_a_zero_byte_member_is_counted_not_fatal(copy_sample, sample_dataset, tm
     summary = build_sample(copy_sample, tmp_path / "out")
     assert summary["images"]["failed"] == {"not a decodable image": 2}  # the sample's own undecodable one, and this
     assert not any((tmp_path / "out").rglob(victim))
+
+
+def test_a_full_disk_while_writing_the_manifest_stops_resumably(sample_root, sample_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "dataset"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(build.pq, "write_table", full)
+    with pytest.raises(PrepError, match=r"dataset.partial: cannot write \(No space left on device\); fix this"):
+        build_sample(sample_root, out)
+    monkeypatch.undo()
+    build_sample(sample_root, out)
+    assert_same_dataset(out, sample_dataset)
