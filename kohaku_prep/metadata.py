@@ -423,8 +423,9 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
 
     groups = _relation_groups(meta)
     streaming = _in_post_order(groups)
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (post position, relation id, tag row)
-    done = 0  # posts ids[:done] have been yielded
+    # the selected relation rows, (post position, relation id, tag row), kept once, filed by chunk of posts
+    buckets: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    n_chunks, next_chunk = -(-len(ids) // _CHUNK_POSTS), 0
     for k, group in enumerate(groups):
         with _reading(group.path):
             table = group.pf.read_row_group(group.index, columns=["id", "post_id", "tag_id"])
@@ -436,38 +437,43 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
             missing = tag_id[tag_at < 0][0]
             raise PrepError(f"{group.path}: tag id {'null' if missing == -1 else missing} is not in "
                             f"{meta.tag_file.name}")
-        pending.append((post[selected].astype(np.int32), pc.fill_null(table["id"], -1).to_numpy()[selected],
-                        tag_order[tag_at].astype(np.int32)))
+        _file_by_chunk(buckets, post[selected].astype(np.int32), pc.fill_null(table["id"], -1).to_numpy()[selected],
+                       tag_order[tag_at].astype(np.int32))
+        # posts before the next group's first are complete when the groups are in post order, else none is
         last = k + 1 == len(groups)
-        complete = len(ids) if last else int(np.searchsorted(ids, groups[k + 1].first_post)) if streaming else done
-        if complete - done >= _CHUNK_POSTS or (last and complete > done):
-            rows = [np.concatenate(column) for column in zip(*pending)]
-            later = rows[0] >= complete
-            pending = [tuple(column[later] for column in rows)] if later.any() else []
-            yield from _tag_chunks(ids, done, complete, *(column[~later] for column in rows),
-                                   tag_category, checked, meta.tag_file)
-            done = complete
-    if done < len(ids):  # posts without any tag row
-        yield from _tag_chunks(ids, done, len(ids), np.zeros(0, np.int32), np.zeros(0, np.int64),
-                               np.zeros(0, np.int32), tag_category, checked, meta.tag_file)
+        complete = len(ids) if last else int(np.searchsorted(ids, groups[k + 1].first_post)) if streaming else 0
+        while next_chunk < n_chunks and min((next_chunk + 1) * _CHUNK_POSTS, len(ids)) <= complete:
+            yield _tag_chunk(ids, next_chunk, buckets.pop(next_chunk, []), tag_category, checked, meta.tag_file)
+            next_chunk += 1
+    for c in range(next_chunk, n_chunks):  # no relation files: posts without any tag row
+        yield _tag_chunk(ids, c, [], tag_category, checked, meta.tag_file)
 
 
-def _tag_chunks(ids, start, stop, post, relation, tag_row, tag_category, checked: NameCheck, source: Path
-                ) -> Iterator[tuple[np.ndarray, TagRows]]:
-    """TagRows of the posts ids[start:stop], _CHUNK_POSTS at a time, from their relation rows in any
-    order: a post's tags in the order of their relation ids."""
-    chunk = (post - start) // _CHUNK_POSTS
-    if len(chunk) and (np.diff(chunk) < 0).any():
-        order = np.argsort(chunk.astype(np.int16 if stop - start < _CHUNK_POSTS << 15 else np.int64), kind="stable")
-        post, relation, tag_row, chunk = post[order], relation[order], tag_row[order], chunk[order]
-    bounds = np.searchsorted(chunk, np.arange((stop - start + _CHUNK_POSTS - 1) // _CHUNK_POSTS + 1))
-    for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        first = start + c * _CHUNK_POSTS
-        p, r, t = post[lo:hi], relation[lo:hi], tag_row[lo:hi]
-        step = np.diff(p)
-        if (step < 0).any() or ((step == 0) & (np.diff(r) <= 0)).any():
-            order = np.lexsort((r, p))
-            p, t = p[order], t[order]
-        names = pa.DictionaryArray.from_arrays(pa.array(t), checked.names)
-        yield (ids[first:min(first + _CHUNK_POSTS, stop)],
-               TagRows(p.astype(np.int64) - first, tag_category[t], names, checked.problem, checked.bad_names, source))
+def _file_by_chunk(buckets: dict, post: np.ndarray, relation: np.ndarray, tag_row: np.ndarray) -> None:
+    chunk = post // _CHUNK_POSTS
+    if len(chunk) == 0:
+        return
+    if chunk[0] == chunk[-1] and (chunk == chunk[0]).all():  # a row group of posts in order: one chunk
+        buckets.setdefault(int(chunk[0]), []).append((post, relation, tag_row))
+        return
+    order = np.argsort(chunk.astype(np.int16) if chunk.max() < 1 << 15 else chunk, kind="stable")  # int16: radix
+    chunk = chunk[order]
+    bounds = np.flatnonzero(np.diff(chunk)) + 1
+    for part, c in zip(np.split(order, bounds), chunk[np.concatenate([[0], bounds])].tolist()):
+        buckets.setdefault(c, []).append((post[part], relation[part], tag_row[part]))
+
+
+def _tag_chunk(ids, c: int, parts: list, tag_category, checked: NameCheck, source: Path
+               ) -> tuple[np.ndarray, TagRows]:
+    """TagRows of the posts of chunk c from their relation rows in any order: a post's tags in the order
+    of their relation ids."""
+    first = c * _CHUNK_POSTS
+    p, r, t = ((np.concatenate(column) for column in zip(*parts)) if parts
+               else (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32)))
+    step = np.diff(p)
+    if (step < 0).any() or ((step == 0) & (np.diff(r) <= 0)).any():
+        order = np.lexsort((r, p))
+        p, t = p[order], t[order]
+    names = pa.DictionaryArray.from_arrays(pa.array(t), checked.names)
+    return (ids[first:first + _CHUNK_POSTS],
+            TagRows(p.astype(np.int64) - first, tag_category[t], names, checked.problem, checked.bad_names, source))
