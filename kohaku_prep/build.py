@@ -248,6 +248,20 @@ def _size_at(name: str, dir_fd: int) -> int:
         return -1
 
 
+MANIFEST_ROW_GROUP = 1 << 17
+
+
+def _write_manifest(manifest: pa.Table, path: Path) -> None:
+    """Row groups of a fixed size, each from one contiguous slice: the file's bytes depend on the rows
+    only, not on how the captions happened to be chunked (flat and normalized input give the same file),
+    and no more than a slice of the captions is copied."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with pq.ParquetWriter(tmp, manifest.schema) as writer:
+        for start in range(0, max(manifest.num_rows, 1), MANIFEST_ROW_GROUP):
+            writer.write_table(manifest.slice(start, MANIFEST_ROW_GROUP).combine_chunks())
+    os.replace(tmp, path)
+
+
 @contextmanager
 def _write_errors_stop_resumably(staging: Path):
     """A write error (the disk full, say) stops the build with one line; the staging folder stays for the
@@ -289,9 +303,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
             "caption": texts,
         }, schema=dataset_files.MANIFEST_SCHEMA)
         rows = pa.array(rows)
-        tmp = staging / ".manifest.parquet.tmp"
-        pq.write_table(manifest, tmp)
-        os.replace(tmp, staging / "manifest.parquet")
+        _write_manifest(manifest, staging / "manifest.parquet")
 
         final = out.resolve()
         header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__}"

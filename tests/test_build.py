@@ -10,7 +10,7 @@ from PIL import Image
 
 from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 import kohaku_prep
-from kohaku_prep import build, dataset_files, images
+from kohaku_prep import build, dataset_files, images, metadata
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock
 
@@ -70,9 +70,15 @@ def test_summary_counts_every_stage(sample_dataset):
     assert "image unreadable" in (sample_dataset / "report.md").read_text()
 
 
-def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset, tmp_path):
+def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset, tmp_path, monkeypatch):
     out = tmp_path / "normalized"
+    monkeypatch.setattr(metadata, "_CHUNK_POSTS", 61)  # captions in other chunks than the flat build's
+    monkeypatch.setattr(build, "MANIFEST_ROW_GROUP", 500)
     build_sample(sample_root, out, shape="normalized")
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "MANIFEST_ROW_GROUP", 500)
+    build_sample(sample_root, tmp_path / "flat")
+    assert (out / "manifest.parquet").read_bytes() == (tmp_path / "flat" / "manifest.parquet").read_bytes()
     assert pq.read_table(out / "manifest.parquet").equals(pq.read_table(sample_dataset / "manifest.parquet"))
     assert_same_tree(out / "images", sample_dataset / "images")
 
