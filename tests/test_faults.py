@@ -163,7 +163,7 @@ def test_a_full_disk_while_writing_the_manifest_stops_resumably(sample_root, sam
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(build.pq, "write_table", full)
+    monkeypatch.setattr(build.pq, "ParquetWriter", full)
     with pytest.raises(PrepError, match=r"dataset.partial: cannot write \(No space left on device\); fix this"):
         build_sample(sample_root, out)
     monkeypatch.undo()
