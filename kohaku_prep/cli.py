@@ -130,7 +130,8 @@ def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, over
             _echo(f"warning: resuming anyway: {problem}")
         _echo(f"resuming from {state.path} at optimizer step {state.step:,}")
     argv = run.write_run_folder(resolved, rp, checkout, preset, extra)
-    _echo(f"run folder: {Path(p.run.dir).resolve()} (command.sh, train.toml, dataset.toml, preset.toml, plan.txt)")
+    _echo(f"run folder: {Path(p.run.dir).resolve()} (command.sh, train.toml, dataset.toml, preset.toml, plan.txt, "
+          "versions.json, run.json)")
     click.echo(" ".join(argv))
     if dry_run:
         return
