@@ -141,6 +141,10 @@ def expected_head(post: dict) -> list[str]:
     return [tag for tag in map(format_tag, raw) if tag.strip()]
 
 
+def written(posts: list[dict], shape: str, folder):
+    return write_flat(posts, folder) if shape == "flat" else write_normalized(posts, folder)
+
+
 def generated_posts(rows) -> list[dict]:
     return [flat_post(i + 1, "2020-01-01T00:00:00.000+00:00", r, f, g, c, cp, a, m)
             for i, (g, c, cp, a, m, r, f) in enumerate(rows)]
@@ -151,8 +155,7 @@ def generated_posts(rows) -> list[dict]:
 @given(rows=st.lists(post_fields, min_size=1, max_size=8))
 def test_caption_invariants(tmp_path_factory, shape, rows):
     posts = generated_posts(rows)
-    folder = tmp_path_factory.mktemp("prop")
-    got = run_captions(write_flat(posts, folder) if shape == "flat" else write_normalized(posts, folder))
+    got = run_captions(written(posts, shape, tmp_path_factory.mktemp("prop")))
     for post in posts:
         text = got[post["id"]]
         assert text.count("|||") == 1
@@ -199,10 +202,8 @@ def has_bad_tag(post: dict) -> bool:
 @given(rows=st.lists(wild_fields, min_size=1, max_size=8))
 def test_bad_tags_are_left_out(tmp_path_factory, shape, rows):
     posts = generated_posts(rows)
-    folder = tmp_path_factory.mktemp("wild")
     skipped = []
-    got = run_captions(write_flat(posts, folder) if shape == "flat" else write_normalized(posts, folder),
-                       skipped=skipped)
+    got = run_captions(written(posts, shape, tmp_path_factory.mktemp("wild")), skipped=skipped)
     assert set(got) == {p["id"] for p in posts if not has_bad_tag(p)}
     assert sum(s.count for s in skipped) == len(posts) - len(got)
     for post in posts:
