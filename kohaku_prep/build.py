@@ -150,10 +150,10 @@ def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming
     Files are written in place: the staging folder as a whole is what becomes the dataset, and a
     resumed build rewrites any file whose size is short."""
     index, ids = plan.index, plan.sel.ids
-    rows = rows.tolist()
-    index_rows = np.searchsorted(index.ids, ids[rows]).tolist()
-    dests = [f"{staging}/{dataset_files.folder_of(int(ids[r]), per)}/{index.file_name(i)}"
-             for r, i in zip(rows, index_rows)]
+    index_rows = np.searchsorted(index.ids, ids[rows])
+    dests = [f"{staging}/{path}" for path in
+             dataset_files.image_paths(ids[rows], index.ext[index_rows], index.extensions, per).to_pylist()]
+    rows, index_rows = rows.tolist(), index_rows.tolist()
     if resuming:
         todo = []
         for k, (row, index_row, dest) in enumerate(zip(rows, index_rows, dests)):
