@@ -16,7 +16,7 @@ SAMPLE_QUOTAS := selection.pools.0.take=320 selection.pools.1.take=650 output.id
 PRESET ?= epsilon
 TRAIN_ARGS ?= run.dataset=$(SAMPLE_DATASET) run.dir=build/sample-run
 
-.PHONY: setup setup-train dataset train smoke bench test clean
+.PHONY: setup setup-train dataset train smoke gpu-check bench test clean
 
 # open-clip-torch without its dependencies: `kohaku-prep tokenizers` needs only the CLIP BPE file it ships
 $(INSTALLED): pyproject.toml
@@ -44,10 +44,15 @@ dataset: $(INSTALLED)
 train: $(INSTALLED)
 	$(PREP) train --preset $(PRESET) $(if $(DRY_RUN),--dry-run) $(TRAIN_ARGS)
 
-# A real run of the unmodified trainer on the sample, on this machine's CPU (needs make setup-train):
-# about 15 minutes on 2 cores and 18 GB of memory the first time (the random SDXL checkpoint is cached).
+# Real runs in parts of the unmodified trainer on the sample (need make setup-train). smoke: this
+# machine's CPU, a run killed in its second part and continued, and an uninterrupted one, whose LoKr
+# files must be identical (about 45 minutes on 2 cores, 22 GB; the random SDXL checkpoint is cached).
+# gpu-check: one GPU at 1024 px, killed and continued, figures in build/gpu-check.json.
 smoke: dataset
-	$(PY) scripts/smoke.py
+	$(PY) scripts/smoke.py --profile smoke --json build/smoke.json
+
+gpu-check: dataset
+	$(PY) scripts/smoke.py --profile gpu --json build/gpu-check.json
 
 # Figures of the dataset stage at danbooru2023 scale (7.35M posts; BENCH_ARGS=--quick for a short run).
 # Generating the input takes several minutes once; it is cached in build/bench-cache. The predecessor,

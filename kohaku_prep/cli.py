@@ -21,7 +21,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PrepError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            sys.exit(exc.exit_code)
 
 
 @click.group(cls=_Group)
@@ -90,25 +90,33 @@ def plan_command(preset, config, seconds_per_step, overrides) -> None:
 @_preset_option
 @_config_option
 @click.option("--check", is_flag=True, help="Run the preflight checks only.")
-@click.option("--dry-run", is_flag=True, help="Write the run folder and print the command; launch nothing.")
-@click.option("--resume", metavar="latest|STATE", help="Continue from a saved state of this run.")
-@click.option("--force-resume", is_flag=True, help="Resume even though the preset, the dataset's manifest, the "
-                                                   "sd-scripts commit or bitsandbytes changed since the run started, "
-                                                   "or a single process redraws the epoch's order.")
+@click.option("--dry-run", is_flag=True, help="Write the run folder and the next part's folder, print its command; "
+                                              "launch nothing.")
+@click.option("--resume", is_flag=True, help="Continue the run in run.dir (running the same command again does "
+                                             "too); refused where run.dir holds no run.")
+@click.option("--force-resume", is_flag=True, help="Continue even though the preset, the dataset's manifest, the "
+                                                   "sd-scripts commit or bitsandbytes changed since the run started.")
 @click.option("--sd-scripts", "sd_scripts", help="An sd-scripts checkout (default: KOHAKU_SD_SCRIPTS, "
                                                   "then third_party/sd-scripts).")
 @click.argument("overrides", nargs=-1)
 def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, overrides) -> None:
-    """Preflight, write the run folder, then hand the process to `accelerate launch`."""
+    """Preflight, write the run folder, then run its parts, one `accelerate launch` each.
+
+    A stopped or crashed run continues at its first unfinished part when the same command runs again.
+    """
     import os
 
-    from kohaku_prep import resume as resume_module
-    from kohaku_prep import run
+    from kohaku_prep import chain, run
+    from kohaku_prep.resume import check_continuation
 
-    if force_resume and not resume:
-        raise PrepError("--force-resume goes with --resume")
     resolved = _resolve(preset, config, overrides)
     p = resolved.preset
+    if not p.run.dir:
+        raise PrepError("set run.dir=DIR (the run folder)")
+    run_dir = Path(p.run.dir).resolve()
+    existing = run.check_run_folder(run_dir)
+    if resume and not existing:
+        raise PrepError(f"{run_dir}: no run to continue (--resume continues a run folder holding run.json)")
     checkout = run.sd_scripts_dir(sd_scripts)
     rp = run.make_plan(p)
     checks = run.run_preflight(p, rp, checkout)
@@ -117,29 +125,39 @@ def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, over
     failed = [c for c in checks if not c.ok]
     if check:
         sys.exit(1 if failed else 0)
-    extra = []
-    if resume:
-        state = resume_module.find_state(resume, Path(p.run.dir) / "output", p.saving.output_name)
-        extra, warnings = resume_module.resume_args(
-            state, p.schedule.gradient_accumulation_steps, p.launch.num_processes,
-            resume_module.epoch_steps(rp.steps.optimizer_steps, p.schedule.epochs), force_resume)
-        # before the run folder is rewritten: its run.json says what the run was started from
-        recorded = run.read_run_record(Path(p.run.dir))
-        warnings += resume_module.check_continuation(recorded, run.run_record(p, checkout), force_resume)
-        for problem in warnings:
-            _echo(f"warning: resuming anyway: {problem}")
-        _echo(f"resuming from {state.path} at optimizer step {state.step:,}")
-    argv = run.write_run_folder(resolved, rp, checkout, preset, extra)
-    _echo(f"run folder: {Path(p.run.dir).resolve()} (command.sh, train.toml, dataset.toml, preset.toml, plan.txt, "
-          "versions.json, run.json)")
-    click.echo(" ".join(argv))
-    if dry_run:
-        return
-    if failed:
+    if failed and not dry_run:
         raise PrepError(f"{len(failed)} preflight check(s) failed; nothing was launched")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvpe(argv[0], argv, os.environ)  # the trainer owns Ctrl-C and the exit code from here
+    count = len(rp.parts.parts)
+    paths = run.training.RunPaths(run_dir)
+    if existing:
+        # before the run folder is rewritten: its run.json says what the run was started from
+        for problem in check_continuation(run.read_run_record(run_dir), run.run_record(p, checkout), force_resume):
+            _echo(f"warning: continuing anyway: {problem}")
+        _echo(f"continuing the run at part {chain.first_unfinished(paths, count) + 1} of {count}")
+    command = [sys.executable, "-m", "kohaku_prep", "train", "--preset", preset, *(["--config", config] if config else []),
+               *(["--sd-scripts", sd_scripts] if sd_scripts else []), *overrides]
+    run.write_run_folder(resolved, rp, checkout, command, os.getcwd())
+    if dry_run:
+        index = min(chain.first_unfinished(paths, count), count - 1)
+        argv = run.write_part_folder(p, rp, paths, index, checkout, preset)
+        _echo(f"run folder: {run_dir} (command.sh, preset.toml, plan.txt, parts.json, versions.json, run.json, "
+              f"lycoris_preset.toml{', prompts.txt' if p.samples.prompts else ''}); part {index + 1} of {count} in "
+              f"{paths.part(index).root} (command.sh, train.toml, dataset.toml, images/)")
+        click.echo(" ".join(argv))
+        if failed:
+            raise PrepError(f"dry run: {len(failed)} preflight check(s) failed; nothing was launched")
+        return
+    chain.run_parts(p, rp, paths, checkout, preset, _echo)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--losses", default=5, show_default=True, help="How many of the last logged losses to show.")
+def status(run_dir, losses) -> None:
+    """Where a run stands: its part, cumulative step, elapsed time, speed, ETA and last losses."""
+    from kohaku_prep import status as status_module
+
+    click.echo("\n".join(status_module.status_lines(Path(run_dir), losses)))
 
 
 @main.command()

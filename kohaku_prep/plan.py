@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kohaku_prep.parts import PartsPlan, cadence_ends
 from kohaku_prep.preset import DatasetSection, Preset
 from kohaku_prep.training import warmup_scheduler_steps
 
@@ -61,22 +62,28 @@ class StepPlan:
     optimizer_steps: int
     warmup_optimizer_steps: int
     warmup_scheduler_steps: int
-    save_every: int
 
     @property
     def effective_batch(self) -> int:
         return self.batch_size * self.accumulation * self.processes
 
-    @property
-    def save_points(self) -> list[int]:
-        every = range(self.save_every, self.optimizer_steps, self.save_every) if self.save_every else []
-        return [*every, self.optimizer_steps]
+
+def bucket_index(widths: np.ndarray, heights: np.ndarray,
+                 ds: DatasetSection) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The bucket resolutions, and the index of each image's bucket among them."""
+    resos = bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso, ds.bucket_reso_steps)
+    return resos, assign_buckets(widths, heights, resos)
+
+
+def bucket_totals(resos: list[tuple[int, int]], index: np.ndarray,
+                  repeats: int) -> list[tuple[tuple[int, int], int]]:
+    """(bucket resolution, images x repeats) of every used bucket."""
+    counts = np.bincount(index, minlength=len(resos)) * repeats
+    return [(resos[i], int(c)) for i, c in enumerate(counts) if c]
 
 
 def bucket_counts(widths: np.ndarray, heights: np.ndarray, ds: DatasetSection) -> list[tuple[tuple[int, int], int]]:
-    resos = bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso, ds.bucket_reso_steps)
-    counts = np.bincount(assign_buckets(widths, heights, resos), minlength=len(resos)) * ds.num_repeats
-    return [(resos[i], int(c)) for i, c in enumerate(counts) if c]
+    return bucket_totals(*bucket_index(widths, heights, ds), ds.num_repeats)
 
 
 def step_plan(buckets: list[tuple[tuple[int, int], int]], p: Preset) -> StepPlan:
@@ -89,10 +96,10 @@ def step_plan(buckets: list[tuple[tuple[int, int], int]], p: Preset) -> StepPlan
         images=sum(n for _, n in buckets) // ds.num_repeats, buckets=buckets, batches=batches,
         batch_size=ds.batch_size, processes=la.num_processes, accumulation=s.gradient_accumulation_steps,
         epochs=s.epochs, optimizer_steps=steps, warmup_optimizer_steps=s.warmup_optimizer_steps,
-        warmup_scheduler_steps=warmup_scheduler_steps(p), save_every=p.saving.every_n_steps)
+        warmup_scheduler_steps=warmup_scheduler_steps(p))
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     days, rest = divmod(int(round(seconds)), 86400)
     hours, rest = divmod(rest, 3600)
     return (f"{days} d " if days else "") + f"{hours} h {rest // 60:02d} min"
@@ -114,11 +121,49 @@ def plan_lines(plan: StepPlan, seconds_per_step: float | None, lokr_params: int,
         f"{plan.warmup_scheduler_steps:,} ({plan.processes} scheduler steps per optimizer step)",
         *([f"                  (warmup outlasts the run's {plan.optimizer_steps:,} steps)"]
           if plan.warmup_optimizer_steps > plan.optimizer_steps else []),
-        f"saves             at steps {', '.join(f'{s:,}' for s in plan.save_points)}",
         f"LoKr              {lokr_params:,} parameters, {lokr_bytes / 1e6:,.1f} MB file "
         "(before sd-scripts' metadata)",
     ]
     if seconds_per_step:
-        lines.append(f"ETA               {_duration(plan.optimizer_steps * seconds_per_step)} at "
+        lines.append(f"ETA               {duration(plan.optimizer_steps * seconds_per_step)} at "
                      f"{seconds_per_step:g} s per optimizer step")
+    return lines
+
+
+# Start-up of one launch (SDXL load, network, optimizer state, dataset scan): measured by `make smoke` on a
+# 2-core CPU at 128 px; on GPUs an estimate until a GPU run measures it.
+STARTUP_CPU_SMOKE_SECONDS = 120
+STARTUP_GPU_ESTIMATE_SECONDS = (120, 300)
+
+
+def parts_lines(parts: PartsPlan, p: Preset, seconds_per_step: float | None) -> list[str]:
+    """The run's launches: one per part, each resuming the last one's end state."""
+    steps = sorted({part.steps for part in parts.parts})
+    span = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}-{steps[-1]:,}"
+    diff = parts.steps - parts.single_launch_steps
+    share = 100 * diff / parts.single_launch_steps if parts.single_launch_steps else 0.0
+    low, high = STARTUP_GPU_ESTIMATE_SECONDS
+    count = len(parts.parts)
+    lines = [
+        f"parts             {count} launch(es) of {span} optimizer steps (schedule.steps_per_part = "
+        f"{p.schedule.steps_per_part}), each a random part of the data resuming the last part's end state",
+        f"  steps in all    {parts.steps:,}; one launch over the whole dataset: {parts.single_launch_steps:,} "
+        f"({diff:+,}, {share:+.2f}%)",
+        f"  start-up        per launch ~{STARTUP_CPU_SMOKE_SECONDS // 60} min measured on the CPU smoke; "
+        f"{low // 60}-{high // 60} min estimated on GPUs: {duration(count * low)} to {duration(count * high)} in all",
+    ]
+    if seconds_per_step:
+        longest = steps[-1] * seconds_per_step
+        lines += [f"  per part        up to {duration(longest)} at {seconds_per_step:g} s per step",
+                  f"  a crash loses   at most one part: {duration(longest + high)} with its start-up (estimated)"]
+    else:
+        lines.append("  per part        (give --seconds-per-step for hours per part and the most a crash loses)")
+    every = p.saving.every_n_steps
+    kept = cadence_ends(parts.parts, every)
+    lines.append(f"  LoKr kept       at part ends {', '.join(f'{s:,}' for s in kept) or '(none)'} (saving.every_n_steps = "
+                 f"{every}), the newest part end's, and the final one")
+    lines.append(f"  {'part':>5} {'epoch':>5} {'images':>11} {'batches':>9} {'steps':>7}  cumulative steps")
+    for part in parts.parts:
+        lines.append(f"  {part.index + 1:>5} {part.epoch + 1:>5} {len(part.rows):>11,} {part.batches:>9,} "
+                     f"{part.steps:>7,}  {part.start_step:,} -> {part.end_step:,}")
     return lines

@@ -212,9 +212,8 @@ def state_bytes(lokr_params: int, p: Preset) -> int:
     return lokr_params * (weights + optimizer)
 
 
-def check_disk(p: Preset, run_dir: Path, saves: int, lokr_params: int, lokr_file: int,
+def check_disk(p: Preset, run_dir: Path, saves: int, states: int, lokr_params: int, lokr_file: int,
                free: int | None = None) -> Check:
-    states = saves if p.saving.save_state else 0
     needed = saves * lokr_file + states * state_bytes(lokr_params, p)
     where = run_dir if run_dir.exists() else run_dir.resolve().parent
     while not where.exists():

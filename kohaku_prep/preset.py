@@ -122,7 +122,10 @@ class ScheduleSection:
     epochs: int = 1
     max_steps: int = 0  # 0: the epochs decide; else stop after this many optimizer steps
     gradient_accumulation_steps: int = 1
-    seed: int = 1337
+    seed: int = 1337  # the first part's; part i (from 0) launches with seed + i
+    # a run is a chain of launches, each one part of the data: a crash loses at most one part.
+    # The most optimizer steps of one part; 0: one part per epoch
+    steps_per_part: int = 0
 
 
 @dataclass
@@ -141,8 +144,10 @@ class TrainingSection:
 @dataclass
 class SavingSection:
     output_name: str = "lokr"
-    every_n_steps: int = 0  # 0: only at the end
-    save_state: bool = True
+    # the LoKr of the first part end at or past each multiple is kept (output/<name>-stepNNNNNNNN);
+    # 0: only the latest and the final one
+    every_n_steps: int = 0
+    keep_states: int = 2  # part-end states kept (the latest continues the run; >= 1)
 
 
 @dataclass
@@ -174,6 +179,7 @@ class SamplesSection:
 class RunSection:
     dataset: str = ""  # a dataset folder built by `kohaku-prep dataset`
     dir: str = ""  # the run folder: config, command, logs, saved states and the LoKr file
+    retries: int = 0  # launches of a failed part tried again before the run stops
 
 
 @dataclass
@@ -460,8 +466,10 @@ def check_training_values(p: Preset) -> list[str]:
         errors.append("optimizer.betas must hold two numbers")
     if p.samples.prompts and p.samples.every_n_steps < 1:
         errors.append("samples.every_n_steps must be >= 1 when samples.prompts is set")
-    if not p.saving.output_name or p.saving.every_n_steps < 0:
-        errors.append("saving: output_name must be set and every_n_steps >= 0")
+    if not p.saving.output_name or p.saving.every_n_steps < 0 or p.saving.keep_states < 1:
+        errors.append("saving: output_name must be set, every_n_steps >= 0 and keep_states >= 1")
+    if s.steps_per_part < 0 or p.run.retries < 0:
+        errors.append("schedule.steps_per_part and run.retries must be >= 0")
     return errors
 
 

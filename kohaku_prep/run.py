@@ -1,22 +1,27 @@
-"""A training run: its plan, its run folder (everything the trainer reads, the exact command, the resolved
-preset, the versions, what the run was started from) and its preflight. Writes files; the launch itself
-is the CLI's.
+"""A training run: its plan, its run folder (what the run was started from, the resolved preset, the
+versions, the part table) and each part's folder (links to its images, the trainer's TOML files, the exact
+command), and its preflight. Writes files; launching is the chain's.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import dataclasses
 import json
 import os
 import platform
+import shlex
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume,
-                         training)
+from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume, training
+from kohaku_prep import parts as parts_module
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
 from kohaku_prep.preset import PRESET_DIR, Preset, Resolved, to_dict
@@ -41,23 +46,45 @@ def preset_file(name: str) -> Path:
 class RunPlan:
     steps: plan.StepPlan
     network: lokr.NetworkPlan
+    parts: parts_module.PartsPlan
+    images: pa.Array  # the manifest's image paths, relative to the dataset folder, by manifest row
+
+
+# schedulers whose curve depends only on the steps done, so that a chain of launches continues it;
+# the others are built from each launch's own length (train_util.get_scheduler_fix)
+CHAINABLE_SCHEDULERS = ("constant", "constant_with_warmup", "inverse_sqrt")
 
 
 def make_plan(p: Preset) -> RunPlan:
     manifest_path = Path(p.run.dataset) / "manifest.parquet"
     if not p.run.dataset or not manifest_path.is_file():
         raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (set run.dataset=DIR)")
-    sizes = pq.read_table(manifest_path, columns=["width", "height"])
-    buckets = plan.bucket_counts(sizes["width"].to_numpy(), sizes["height"].to_numpy(), p.dataset)
+    manifest = pq.read_table(manifest_path, columns=["id", "image", "width", "height"])
+    resos, bucket_of = plan.bucket_index(manifest["width"].to_numpy(), manifest["height"].to_numpy(), p.dataset)
+    s, ds = p.schedule, p.dataset
+    parts = parts_module.plan_parts(
+        manifest["id"].to_numpy(), bucket_of, batch_size=ds.batch_size, repeats=ds.num_repeats,
+        processes=p.launch.num_processes, accumulation=s.gradient_accumulation_steps, epochs=s.epochs,
+        max_steps=s.max_steps, steps_per_part=s.steps_per_part, seed=s.seed)
+    if len(parts.parts) > 1 and s.lr_scheduler not in CHAINABLE_SCHEDULERS:
+        raise PrepError(f"schedule.lr_scheduler = {s.lr_scheduler} cannot run in {len(parts.parts)} parts: sd-scripts "
+                        "builds its curve from each launch's own length; use one of "
+                        f"{', '.join(CHAINABLE_SCHEDULERS)}, or one part (schedule.steps_per_part = 0)")
+    if len(parts.parts) > 1 and p.launch.num_machines > 1:
+        raise PrepError("a run on several machines runs as one part: set schedule.steps_per_part = 0")
     n = p.network
     args = lokr.NetworkArgs(n.dim, n.factor, n.conv_dim, n.train_norm, n.train_text_encoder)
     network = lokr.plan_network(lokr.read_lycoris_preset(preset_file(n.preset)), args)
-    return RunPlan(plan.step_plan(buckets, p), network)
+    counts = np.bincount(bucket_of, minlength=len(resos)) * ds.num_repeats
+    buckets = [(resos[i], int(c)) for i, c in enumerate(counts) if c]
+    return RunPlan(plan.step_plan(buckets, p), network, parts, manifest["image"].combine_chunks())
 
 
 def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> str:
     size = rp.network.file_bytes(p.training.save_precision)
-    return "\n".join(plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)) + "\n"
+    lines = plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)
+    lines += plan.parts_lines(rp.parts, p, seconds_per_step)
+    return "\n".join(lines) + "\n"
 
 
 def installed_version(dist: str) -> str:
@@ -92,47 +119,110 @@ def read_run_record(run_dir: Path) -> dict[str, str] | None:
         return None
 
 
-def run_dataset_toml(p: Preset, preset_name: str) -> str:
-    """The dataset TOML of the run: the built dataset's subset folders with the preset's [dataset] values,
-    so that what trains is what the plan computed, even when the preset changed after the build."""
-    built = tomllib.loads((Path(p.run.dataset) / "dataset.toml").read_text())
-    image_dirs = [Path(s["image_dir"]) for d in built.get("datasets", []) for s in d.get("subsets", [])]
-    header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__} from {preset_name}"
-    return dataset_files.dataset_toml(p.dataset, image_dirs, header)
+def check_run_folder(run_dir: Path) -> bool:
+    """True when `run_dir` holds a run of this tool (its run.json); False when it is new or empty.
+    Anything else is the user's and is refused: the tool writes and deletes only in its own run folders."""
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return False
+    if not run_dir.is_dir():
+        raise PrepError(f"{run_dir}: run.dir names a file; give a new or empty folder")
+    if not (run_dir / resume.RUN_RECORD).is_file():
+        raise PrepError(f"{run_dir}: not a run folder of kohaku-prep (no {resume.RUN_RECORD}) and not empty; "
+                        "give a new or empty folder")
+    return True
 
 
-def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_name: str,
-                     extra_args: list[str] = ()) -> list[str]:
-    """Write the run folder; returns the launch argv. Refuses anything the pinned trainer would not take."""
+def parts_table(rp: RunPlan) -> list[dict]:
+    return [{"part": part.index + 1, "epoch": part.epoch + 1, "images": len(part.rows), "batches": part.batches,
+             "start_step": part.start_step, "steps": part.steps, "end_step": part.end_step, "seed": part.seed}
+            for part in rp.parts.parts]
+
+
+def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, command: list[str],
+                     cwd: str) -> training.RunPaths:
+    """The run's own files: what every part shares, and what the run was started from."""
     p = resolved.preset
     if not p.run.dir:
         raise PrepError("set run.dir (the run folder)")
     paths = training.RunPaths(Path(p.run.dir).resolve())
-    config = training.training_config(p, paths)
-    dataset_toml = run_dataset_toml(p, preset_name)
-    problems = interface.check_training_config(config) + interface.check_dataset_config(tomllib.loads(dataset_toml))
-    if problems:
-        raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
     paths.root.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.train_toml, training.training_toml(p, paths, preset_name))
-    write_atomic(paths.dataset_toml, dataset_toml)
     write_atomic(paths.lycoris_preset, preset_file(p.network.preset).read_bytes())
     if p.samples.prompts:
         write_atomic(paths.prompts, preset_file(p.samples.prompts).read_bytes())
-    rank = int(os.environ.get("MACHINE_RANK", p.launch.machine_rank))
-    argv = training.launch_argv(p, paths, sd_scripts, rank, extra=list(extra_args))
-    write_atomic(paths.command, training.command_script(argv, p.launch.machine_rank))
-    paths.command.chmod(0o755)
     write_atomic(paths.root / "preset.toml", resolved.to_toml())
     write_atomic(paths.root / "plan.txt", plan_text(rp, p))
+    write_atomic(paths.parts_table, json.dumps(parts_table(rp), indent=1) + "\n")
+    write_atomic(paths.root / "command.sh", "#!/usr/bin/env bash\n# written by kohaku-prep: runs or continues "
+                 "this run (each part's own launch is parts/NNN/command.sh)\nset -euo pipefail\n"
+                 f"cd {shlex.quote(cwd)}\nexec "
+                 + " ".join(shlex.quote(a) for a in command) + "\n")
+    (paths.root / "command.sh").chmod(0o755)
     write_atomic(paths.root / "versions.json", json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n")
     write_atomic(paths.root / resume.RUN_RECORD, json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n")
+    return paths
+
+
+LINKS_PER_FOLDER = 10_000  # sd-scripts does not recurse: one subset per folder of links
+
+
+def _write_links(part: parts_module.Part, images: pa.Array, dataset: Path, repeats: int, folder: Path) -> list[Path]:
+    """A folder of symbolic links to the part's images and captions (never copies), in subset folders;
+    a repeated image gets one link name per repeat."""
+    staging = folder.with_name(folder.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    subsets = []
+    paths = images.take(pa.array(part.rows)).to_pylist()
+    for start in range(0, len(paths), LINKS_PER_FOLDER):
+        subset = staging / f"{start // LINKS_PER_FOLDER:04d}"
+        subset.mkdir(parents=True)
+        subsets.append(folder / subset.name)
+        for image, rep in zip(paths[start:start + LINKS_PER_FOLDER], part.repeats[start:start + LINKS_PER_FOLDER]):
+            target = dataset / image
+            stem = target.stem if repeats == 1 else f"{target.stem}-r{rep}"
+            os.symlink(target, subset / f"{stem}{target.suffix}")
+            os.symlink(target.with_suffix(dataset_files.CAPTION_EXTENSION),
+                       subset / f"{stem}{dataset_files.CAPTION_EXTENSION}")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+    return subsets
+
+
+def samples_at_end(part: parts_module.Part, every: int) -> bool:
+    """Samples are drawn at the end of the first part at or past each multiple of `every` steps."""
+    return bool(parts_module.cadence_ends([part], every))
+
+
+def write_part_folder(p: Preset, rp: RunPlan, paths: training.RunPaths, index: int, sd_scripts: Path,
+                      preset_name: str) -> list[str]:
+    """Part `index`'s folder: its links, dataset TOML, training TOML and command; returns its launch argv.
+    Refuses anything the pinned trainer would not take."""
+    part = rp.parts.parts[index]
+    part_paths = paths.part(index)
+    previous = paths.part(index - 1).end_state(p.saving.output_name) if index else None
+    launch = training.PartLaunch(part_paths, part.seed, previous, samples_at_end(part, p.samples.every_n_steps))
+    config = training.training_config(p, paths, launch)
+    part_paths.root.mkdir(parents=True, exist_ok=True)
+    subsets = _write_links(part, rp.images, Path(p.run.dataset).resolve(), p.dataset.num_repeats, part_paths.images)
+    header = (f"sd-scripts --dataset_config, part {index + 1} of {len(rp.parts.parts)}, written by kohaku-prep "
+              f"{__version__} from {preset_name}")
+    dataset_toml = dataset_files.dataset_toml(dataclasses.replace(p.dataset, num_repeats=1), subsets, header)
+    problems = interface.check_training_config(config) + interface.check_dataset_config(tomllib.loads(dataset_toml))
+    if problems:
+        raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
+    write_atomic(part_paths.dataset_toml, dataset_toml)
+    write_atomic(part_paths.train_toml, training.training_toml(config, preset_name, index + 1, len(rp.parts.parts)))
+    rank = int(os.environ.get("MACHINE_RANK", p.launch.machine_rank))
+    argv = training.launch_argv(p, part_paths, sd_scripts, rank)
+    write_atomic(part_paths.command, training.command_script(argv, p.launch.machine_rank))
+    part_paths.command.chmod(0o755)
     return argv
 
 
 def run_preflight(p: Preset, rp: RunPlan, sd_scripts: Path) -> list[preflight.Check]:
-    saves = len(rp.steps.save_points)
     size = rp.network.file_bytes(p.training.save_precision)
+    saves = len(parts_module.cadence_ends(rp.parts.parts, p.saving.every_n_steps)) + 1  # and the final one
     return [
         preflight.check_sd_scripts(sd_scripts),
         *preflight.check_packages(p.optimizer.type),
@@ -141,5 +231,7 @@ def run_preflight(p: Preset, rp: RunPlan, sd_scripts: Path) -> list[preflight.Ch
         preflight.check_dataset(p),
         preflight.check_tokenizers(p),
         preflight.check_logging(p),
-        preflight.check_disk(p, Path(p.run.dir or "."), saves, rp.network.params, size),
+        # a part's new state is written before the oldest kept one is removed
+        preflight.check_disk(p, Path(p.run.dir or "."), saves, p.saving.keep_states + 1, rp.network.params, size),
     ]
+

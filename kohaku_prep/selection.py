@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from kohaku_prep.bad_metadata import Skip
 from kohaku_prep.preset import FiltersSection, SelectionSection
+from kohaku_prep.seeded import rank_keys
 
 
 @dataclass
@@ -29,18 +30,6 @@ class Stage:
 class Selection:
     ids: np.ndarray  # int64, sorted
     stages: list[Stage]
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def rank_keys(ids: np.ndarray, seed: int) -> np.ndarray:
-    seed_key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
-    return _splitmix64(ids.astype(np.uint64) ^ seed_key)
 
 
 def sample_pool(ids: np.ndarray, take: int, seed: int) -> np.ndarray:

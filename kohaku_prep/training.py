@@ -15,12 +15,12 @@ from kohaku_prep.preset import Preset
 from kohaku_prep.tomlout import dumps
 
 TRAIN_SCRIPT = "sdxl_train_network.py"
-SWITCHES = {"--cpu", "--multi_gpu", "--skip_until_initial_step"}  # flags that take no value
+SWITCHES = {"--cpu", "--multi_gpu"}  # flags that take no value
 
 
-@dataclass
-class RunPaths:
-    """Where a run's files live; everything the trainer reads is copied into the run folder."""
+@dataclass(frozen=True)
+class PartPaths:
+    """One launch's folder in the run folder: what the trainer reads for this part and what it writes."""
 
     root: Path
 
@@ -33,12 +33,12 @@ class RunPaths:
         return self.root / "dataset.toml"
 
     @property
-    def lycoris_preset(self) -> Path:
-        return self.root / "lycoris_preset.toml"
+    def command(self) -> Path:
+        return self.root / "command.sh"
 
     @property
-    def prompts(self) -> Path:
-        return self.root / "prompts.txt"
+    def images(self) -> Path:
+        return self.root / "images"  # links to the dataset's images and captions, never copies
 
     @property
     def output_dir(self) -> Path:
@@ -49,8 +49,64 @@ class RunPaths:
         return self.root / "logs"
 
     @property
-    def command(self) -> Path:
-        return self.root / "command.sh"
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done.json"
+
+    @property
+    def attempt(self) -> Path:
+        return self.root / "attempt.json"
+
+    def end_state(self, output_name: str) -> Path:
+        return self.output_dir / f"{output_name}-state"  # sd-scripts' --save_state_on_train_end
+
+    def lokr(self, output_name: str) -> Path:
+        return self.output_dir / f"{output_name}.safetensors"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's files live; everything the trainer reads is copied or linked into the run folder."""
+
+    root: Path
+
+    @property
+    def lycoris_preset(self) -> Path:
+        return self.root / "lycoris_preset.toml"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "prompts.txt"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"  # the LoKr files under cumulative step names, and the final one
+
+    @property
+    def parts_table(self) -> Path:
+        return self.root / "parts.json"
+
+    def part(self, index: int) -> PartPaths:
+        return PartPaths(self.root / "parts" / f"{index + 1:03d}")
+
+    def lokr_at(self, output_name: str, step: int) -> Path:
+        return self.output_dir / f"{output_name}-step{step:08d}.safetensors"
+
+    def final_lokr(self, output_name: str) -> Path:
+        return self.output_dir / f"{output_name}.safetensors"
+
+
+@dataclass(frozen=True)
+class PartLaunch:
+    """What differs between the launches of a run."""
+
+    paths: PartPaths
+    seed: int
+    resume: Path | None  # the previous part's end state; None for the first part
+    sample: bool  # draw the sample images at this part's end
 
 
 def _number(value: float) -> str:
@@ -82,12 +138,15 @@ def warmup_scheduler_steps(p: Preset) -> int:
     return p.schedule.warmup_optimizer_steps * p.launch.num_processes
 
 
-def training_config(p: Preset, paths: RunPaths) -> dict:
+def training_config(p: Preset, paths: RunPaths, part: PartLaunch) -> dict:
+    """One part's --config_file: one epoch over the part's images, continuing the previous part's state.
+    Its steps are counted from 0 (`initial_step = 0`: the state's own count would make the trainer skip or
+    refuse), and its end state and LoKr are saved for the next part and the run's output."""
     t, n, o, s = p.training, p.network, p.optimizer, p.schedule
     config = {
         "pretrained_model_name_or_path": str(Path(p.model.pretrained).resolve()) if p.model.pretrained else "",
-        "dataset_config": str(paths.dataset_toml),
-        "output_dir": str(paths.output_dir),
+        "dataset_config": str(part.paths.dataset_toml),
+        "output_dir": str(part.paths.output_dir),
         "output_name": p.saving.output_name,
         "save_model_as": "safetensors",
         "save_precision": t.save_precision,
@@ -103,17 +162,17 @@ def training_config(p: Preset, paths: RunPaths) -> dict:
         "lr_scheduler": s.lr_scheduler,
         "lr_warmup_steps": warmup_scheduler_steps(p),  # an int: a float would mean a fraction of the run
         "gradient_accumulation_steps": s.gradient_accumulation_steps,
-        "seed": s.seed,  # under DDP every rank must shuffle buckets alike
+        "seed": part.seed,  # under DDP every rank must shuffle buckets alike
+        "max_train_epochs": 1,  # the part's own epoch: exactly its batches, whatever they number
+        "save_state_on_train_end": True,
         "mixed_precision": t.mixed_precision,  # the script's own: it overrides accelerate launch's
         "max_data_loader_n_workers": t.max_data_loader_n_workers,
-        "logging_dir": str(paths.logging_dir),
+        "logging_dir": str(part.paths.logging_dir),
         "log_with": p.logging.log_with,
         "log_tracker_name": p.saving.output_name,
     }
-    if s.max_steps:
-        config["max_train_steps"] = s.max_steps
-    else:  # the trainer then derives the steps from the epochs, as the plan does
-        config["max_train_epochs"] = s.epochs
+    if part.resume is not None:
+        config.update({"resume": str(part.resume), "initial_step": 0})
     if n.train_text_encoder:
         config["text_encoder_lr"] = float(o.text_encoder_lr)  # one lr for both encoders in LyCORIS
     else:
@@ -121,7 +180,6 @@ def training_config(p: Preset, paths: RunPaths) -> dict:
     flags = {
         "full_fp16": t.full_fp16,
         "gradient_checkpointing": t.gradient_checkpointing,
-        "save_state": p.saving.save_state,
         "ddp_gradient_as_bucket_view": p.launch.ddp_gradient_as_bucket_view,
         "xformers": t.attention == "xformers",
         "sdpa": t.attention == "sdpa",
@@ -131,7 +189,6 @@ def training_config(p: Preset, paths: RunPaths) -> dict:
     optional = {
         "vae": str(Path(p.model.vae).resolve()) if p.model.vae else None,
         "tokenizer_cache_dir": str(Path(p.model.tokenizer_cache_dir).resolve()) if p.model.tokenizer_cache_dir else None,
-        "save_every_n_steps": p.saving.every_n_steps or None,
         "min_snr_gamma": float(t.min_snr_gamma) if t.min_snr_gamma > 0 else None,
         "noise_offset": float(t.noise_offset) if t.noise_offset > 0 else None,
         "max_token_length": t.max_token_length if t.max_token_length != 75 else None,
@@ -139,20 +196,21 @@ def training_config(p: Preset, paths: RunPaths) -> dict:
         "wandb_run_name": p.logging.wandb_run_name or None,
     }
     config.update({k: v for k, v in optional.items() if v is not None})
-    if p.samples.prompts:
-        config.update({"sample_prompts": str(paths.prompts), "sample_every_n_steps": p.samples.every_n_steps,
+    if p.samples.prompts and part.sample:  # at the end of the part's one epoch
+        config.update({"sample_prompts": str(paths.prompts), "sample_every_n_epochs": 1,
                        "sample_sampler": p.samples.sampler})
     return config
 
 
-def training_toml(p: Preset, paths: RunPaths, preset_name: str) -> str:
-    header = (f"sd-scripts --config_file for {TRAIN_SCRIPT}, written by kohaku-prep {__version__} from {preset_name}.\n"
-              "Values bypass the trainer's argparse, so each is in the type the trainer uses.")
-    return dumps(training_config(p, paths), header)
+def training_toml(config: dict, preset_name: str, part: int, parts: int) -> str:
+    header = (f"sd-scripts --config_file for {TRAIN_SCRIPT}, part {part} of {parts}, written by kohaku-prep "
+              f"{__version__} from {preset_name}.\nValues bypass the trainer's argparse, so each is in the type the "
+              "trainer uses.")
+    return dumps(config, header)
 
 
-def launch_argv(p: Preset, paths: RunPaths, sd_scripts: Path, machine_rank: int | str,
-                python: str = sys.executable, extra: list[str] = ()) -> list[str]:
+def launch_argv(p: Preset, part: PartPaths, sd_scripts: Path, machine_rank: int | str,
+                python: str = sys.executable) -> list[str]:
     """`accelerate launch` with every setting explicit, so no host default config can change the run."""
     la = p.launch
     argv = [python, "-m", "accelerate.commands.launch",
@@ -164,7 +222,7 @@ def launch_argv(p: Preset, paths: RunPaths, sd_scripts: Path, machine_rank: int 
         argv.append("--cpu")
     elif la.num_processes > 1:
         argv.append("--multi_gpu")
-    return argv + [str(sd_scripts / TRAIN_SCRIPT), "--config_file", str(paths.train_toml), *extra]
+    return argv + [str(sd_scripts / TRAIN_SCRIPT), "--config_file", str(part.train_toml)]
 
 
 def command_script(argv: list[str], default_rank: int) -> str:

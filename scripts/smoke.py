@@ -1,22 +1,21 @@
 #!/usr/bin/env python
-"""make smoke: a real run of the unmodified sd-scripts trainer on the sample dataset, on this machine.
+"""make smoke / make gpu-check: real runs in parts of the unmodified sd-scripts trainer on the sample dataset.
 
-The Epsilon preset, scaled down by overrides (128 px buckets, batch 1, gradient accumulation 2, two
-optimizer steps), trains the full Delta LoKr through LyCORIS with Lion8bit on a randomly initialised
-SDXL checkpoint (built once with sd-scripts' own model code and cached), with the offline tokenizer
-cache. It checks from the trainer's own output that both optimizer steps ran with finite losses and
-that the LoKr file and a complete state were saved; then that `train --resume latest` is refused
-with the reason (accumulation 2: the pinned trainer cannot continue at the right step).
+Both train the Epsilon preset (full Delta LoKr through LyCORIS, Lion8bit) on a randomly initialised SDXL
+checkpoint, built once with sd-scripts' own model code and cached, with the offline tokenizer cache, as a
+chain of launches, one part of the data each, through `kohaku-prep train` itself.
 
-The resume leg then does what the pinned trainer can continue: accumulation 1, a run planned for four
-optimizer steps, killed (SIGKILL) once its state at step 2 is complete, then `train --resume latest
---force-resume` (one process: the rest of the epoch's order is drawn anew, which the tool says). From
-the trainer's output it checks that the resumed run loaded step 2, skipped the two batches done, trained
-steps 3 and 4 with finite losses and saved a complete state at step 4. It prints the losses, seconds per
-optimizer step and peak memory, and removes the runs unless --keep.
+- smoke (CPU, fp32, 128 px, batch 1, gradient accumulation 2, 3 parts of one optimizer step): a run killed
+  with SIGKILL in the middle of its second part and continued with the same command, and an uninterrupted
+  run. It checks that the two final LoKr files hold the same tensors bit for bit (and the same metadata but
+  for the per-launch session id and times), that each resumed part loaded the previous part's state, and
+  that the learning rate follows constant_with_warmup over cumulative steps across part boundaries.
+- gpu (one GPU, fp16, 1024 px, batch 4, accumulation 2, 2 parts of 2 steps): the killed-and-continued run
+  only, for figures: seconds per optimizer step, images per second, peak GPU memory, start-up per launch.
 
-Needs the trainer's environment (make setup-train) and the sample dataset (make dataset). On a CPU it
-runs only with glibc's MALLOC_MMAP_THRESHOLD_=65536 (else the first backward pass grows past 20 GB).
+Either writes its figures as JSON (--json). Needs the trainer's environment (make setup-train) and the
+sample dataset (make dataset). On a CPU it runs only with glibc's MALLOC_MMAP_THRESHOLD_=65536 (else the
+first backward pass grows past 20 GB).
 """
 from __future__ import annotations
 
@@ -30,143 +29,234 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_OVERRIDES = [
-    "launch.device=cpu", "launch.num_processes=1", "launch.ddp_timeout_minutes=0",
-    "launch.ddp_gradient_as_bucket_view=false", "training.mixed_precision=no", "training.full_fp16=false",
-    "training.attention=sdpa", "training.max_data_loader_n_workers=0",
-]
-SMALL_OVERRIDES = [
-    "dataset.resolution=128", "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=256", "dataset.batch_size=1",
-    "schedule.gradient_accumulation_steps=2", "schedule.max_steps=2", "schedule.warmup_optimizer_steps=1",
-    "saving.every_n_steps=2", 'samples.prompts=""',
-]
+NAME = "kohaku-xl-epsilon"
+PROFILES = {
+    "smoke": [
+        "launch.device=cpu", "launch.num_processes=1", "launch.ddp_timeout_minutes=0",
+        "launch.ddp_gradient_as_bucket_view=false", "training.mixed_precision=no", "training.full_fp16=false",
+        "training.save_precision=float", "training.attention=sdpa", "training.max_data_loader_n_workers=0",
+        "dataset.resolution=128", "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=256",
+        "dataset.batch_size=1", "schedule.gradient_accumulation_steps=2", "schedule.warmup_optimizer_steps=3",
+        "schedule.steps_per_part=1", "schedule.max_steps=3",
+    ],
+    "gpu": [
+        "launch.num_processes=1", "launch.ddp_timeout_minutes=0", "launch.ddp_gradient_as_bucket_view=false",
+        "training.attention=sdpa", "training.max_data_loader_n_workers=2", "dataset.batch_size=4",
+        "schedule.gradient_accumulation_steps=2", "schedule.steps_per_part=2", "schedule.max_steps=4",
+    ],
+}
+COMMON = ["saving.every_n_steps=1", 'samples.prompts=""', "run.retries=0"]
+VOLATILE_METADATA = {"ss_session_id", "ss_training_started_at", "ss_training_finished_at", "modelspec.date"}
 
 
-def run_logged(argv: list[str], log: Path, env: dict) -> tuple[int, float, str]:
-    """Run a command, its output shown and saved; returns exit code, wall seconds, output."""
+def run_logged(argv: list[str], log: Path, env: dict, kill_when: Path | None = None,
+               kill_after: float = 0.0) -> tuple[int | None, float]:
+    """Run a command, its output saved; with `kill_when`, SIGKILL its whole process group (a crash)
+    `kill_after` seconds after that file appears. Returns the exit code (None if killed) and the wall seconds."""
     start = time.monotonic()
-    with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                                errors="replace")
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            fh.write(line)
-        code = proc.wait()
-    return code, time.monotonic() - start, log.read_text(encoding="utf-8")
-
-
-def run_until(argv: list[str], log: Path, env: dict, done: Path) -> tuple[int | None, float]:
-    """Run a command until the file `done` appears, then SIGKILL its whole process group (a crash).
-    Returns its exit code if it ended by itself first (None if killed) and the wall seconds."""
-    start = time.monotonic()
+    seen = None
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        while proc.poll() is None and not done.is_file():
+        while proc.poll() is None:
+            if seen is None and kill_when is not None and kill_when.exists():
+                seen = time.monotonic()
+            if seen is not None and time.monotonic() - seen >= kill_after:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return None, time.monotonic() - start
             time.sleep(1)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return None, time.monotonic() - start
     return proc.returncode, time.monotonic() - start
 
 
-def resume_leg(command: list[str], overrides: list[str], run_dir: Path, env: dict) -> tuple[list[str], dict]:
-    """Accumulation 1, four steps planned, killed after the state at step 2, resumed to step 4."""
-    overrides = [*(o for o in overrides if not o.startswith("run.dir=")), f"run.dir={run_dir}",
-                 "schedule.gradient_accumulation_steps=1", "schedule.max_steps=4", "saving.every_n_steps=2"]
-    output_dir = run_dir / "output"
-    state2 = output_dir / "kohaku-xl-epsilon-step00000002-state"
-    state4 = output_dir / "kohaku-xl-epsilon-step00000004-state"
-    run_dir.mkdir(parents=True)
-    code, first_wall = run_until([*command, *overrides], run_dir / "train-1.log", env, state2 / "random_states_0.pkl")
-    problems = [] if code is None else [f"the first run ended by itself (exit {code}) before its state at step 2"]
-    print(f"resume leg: first run killed {first_wall:.0f} s in, once its state at step 2 was complete", flush=True)
-    code, wall, output = run_logged([*command, "--resume", "latest", "--force-resume", *overrides],
-                                    run_dir / "train-2.log", env)
-    losses = [float(x) for x in re.findall(r"avr_loss=([0-9.eE+-]+|nan|inf)", output)]
-    step = json.loads((state4 / "train_state.json").read_text())["current_step"] if state4.is_dir() else None
-    expected = {
-        "exit code 0": code == 0,
-        "the tool warned of the redrawn order": "epoch's order drawn anew" in output,
-        "the trainer loaded the state of step 2": re.search(r"load train state from.*?'current_step': 2", output, re.S),
-        "the trainer skipped the 2 batches done": "skipping 2 steps" in output,
-        "it trained steps 3 and 4 (its bar 2/2)": re.search(r"steps: 100%\|[^|]*\| 2/2 ", output),
-        "finite losses": losses and all(math.isfinite(x) for x in losses),
-        "a complete state at step 4": step == 4 and (state4 / "random_states_0.pkl").is_file(),
-    }
-    problems += [f"resume leg: not {what}" for what, ok in expected.items() if not ok]
-    return problems, {"first_wall": first_wall, "wall": wall, "losses": losses, "step": step}
+class GpuMemory:
+    """Peak GPU memory used, polled from nvidia-smi once a second (absent on a CPU: stays None)."""
+
+    def __init__(self):
+        self.peak_mib: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                return
+            used = [int(x) for x in out.split() if x.isdigit()]
+            if used:
+                self.peak_mib = max(self.peak_mib or 0, max(used))
+
+    def __enter__(self) -> "GpuMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+def part_figures(run_dir: Path) -> list[dict]:
+    """Per finished part: wall seconds of its launch, the trainer's own loop time from its progress bar
+    (the rest is start-up), and whether it resumed a state."""
+    figures = []
+    for part in sorted((run_dir / "parts").iterdir()):
+        done = json.loads((part / "done.json").read_text()) if (part / "done.json").is_file() else None
+        log = (part / "train.log").read_text(errors="replace") if (part / "train.log").is_file() else ""
+        loops = re.findall(r"steps: 100%\|[^|]*\| (\d+)/\1 \[(\d+):(\d+)(?::(\d+))?<", log)
+        loop = None
+        if loops:
+            _, a, b, c = loops[-1]
+            loop = int(a) * 3600 + int(b) * 60 + int(c) if c else int(a) * 60 + int(b)
+        figures.append({
+            "part": part.name, "done": done is not None, "wall_s": done and done["wall_seconds"],
+            "steps": done and done["steps"], "loop_s": loop,
+            "startup_s": done and loop is not None and round(done["wall_seconds"] - loop, 1),
+            "resumed_state": "resume training from local state" in log,
+            "losses": [float(x) for x in re.findall(r"avr_loss=([0-9.eE+-]+|nan|inf)", log)],
+        })
+    return figures
+
+
+def logged_lrs(run_dir: Path) -> list[tuple[int, float]]:
+    """(cumulative step, UNet learning rate) from every part's TensorBoard log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    table = json.loads((run_dir / "parts.json").read_text())
+    out = []
+    for row in table:
+        logs = run_dir / "parts" / f"{row['part']:03d}" / "logs"
+        newest = sorted(d for d in logs.iterdir() if d.is_dir())[-1]
+        acc = EventAccumulator(str(newest), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = [t for t in acc.Tags()["scalars"] if t.startswith("lr/") and "textencoder" not in t]
+        tag = next((t for t in tags if "unet" in t), tags[-1])
+        out += [(row["start_step"] + e.step, e.value) for e in acc.Scalars(tag)]
+    return out
+
+
+def compare_lokr(a: Path, b: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
+        keys = sorted(fa.keys())
+        differing, largest = [], 0.0
+        if keys != sorted(fb.keys()):
+            return {"same_keys": False}
+        for key in keys:
+            ta, tb = fa.get_tensor(key), fb.get_tensor(key)
+            if not (ta.shape == tb.shape and ta.dtype == tb.dtype and ta.equal(tb)):
+                differing.append(key)
+                largest = max(largest, float((ta.float() - tb.float()).abs().max()))
+        meta_a, meta_b = fa.metadata() or {}, fb.metadata() or {}
+    meta_diff = sorted(k for k in set(meta_a) | set(meta_b)
+                       if k not in VOLATILE_METADATA and meta_a.get(k) != meta_b.get(k))
+    return {"same_keys": True, "tensors": len(keys), "differing_tensors": len(differing),
+            "largest_difference": largest, "metadata_differences": meta_diff}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     ap.add_argument("--sd-scripts", default=str(ROOT / "third_party" / "sd-scripts"))
     ap.add_argument("--dataset", default=str(ROOT / "build" / "sample-dataset"))
     ap.add_argument("--cache", default=str(ROOT / "build" / "smoke-cache"), help="the random checkpoint, tokenizers")
-    ap.add_argument("--run", default=str(ROOT / "build" / "smoke-run"))
-    ap.add_argument("--keep", action="store_true", help="keep the run folder (saved states are ~2 GB each)")
+    ap.add_argument("--runs", default=str(ROOT / "build" / "smoke-runs"))
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the run folders (states are ~2 GB each)")
     args = ap.parse_args(argv)
-    cache, run_dir = Path(args.cache), Path(args.run)
+    cache, runs = Path(args.cache), Path(args.runs)
     if not (Path(args.dataset) / "manifest.parquet").is_file():
         sys.exit(f"{args.dataset}: no sample dataset (make dataset)")
     cache.mkdir(parents=True, exist_ok=True)
     checkpoint = cache / "random_sdxl.safetensors"
+    figures: dict = {"profile": args.profile}
     if not checkpoint.is_file():
         print("building the random SDXL checkpoint (once)", flush=True)
+        start = time.monotonic()
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_random_sdxl.py"), "--sd-scripts",
                         args.sd_scripts, "--out", str(checkpoint)], check=True)
+        figures["checkpoint_s"] = round(time.monotonic() - start, 1)
     tokenizers = cache / "tokenizers"
     subprocess.run([sys.executable, "-m", "kohaku_prep", "tokenizers", str(tokenizers)], check=True)
 
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
-           "KOHAKU_SD_SCRIPTS": args.sd_scripts, "COLUMNS": "400"}  # the trainer's log lines unwrapped
-    overrides = [*CPU_OVERRIDES, *SMALL_OVERRIDES, f"run.dataset={args.dataset}", f"run.dir={run_dir}",
-                 f"model.pretrained={checkpoint}", f"model.tokenizer_cache_dir={tokenizers}"]
-    command = [sys.executable, "-m", "kohaku_prep", "train", "--preset", "epsilon"]
-    code, wall, output = run_logged([*command, *overrides], run_dir / "train.log", env)
-    if code:
-        sys.exit(f"the trainer exited with {code}; see {run_dir / 'train.log'}")
-
-    losses = [float(x) for x in re.findall(r"avr_loss=([0-9.eE+-]+|nan|inf)", output)]
-    per_step = re.findall(r"steps: 100%\|[^|]*\| 2/2 \[([0-9:]+)<", output)
-    output_dir = run_dir / "output"
-    lokr = output_dir / "kohaku-xl-epsilon.safetensors"
-    state = output_dir / "kohaku-xl-epsilon-step00000002-state"
+    shutil.rmtree(runs, ignore_errors=True)  # the script's own folder, recreated each time
+    runs.mkdir(parents=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "KOHAKU_SD_SCRIPTS": args.sd_scripts,
+           "COLUMNS": "400"}  # the trainer's log lines unwrapped
+    if args.profile == "smoke":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    base = [sys.executable, "-m", "kohaku_prep", "train", "--preset", "epsilon", *PROFILES[args.profile], *COMMON,
+            f"run.dataset={args.dataset}", f"model.pretrained={checkpoint}", f"model.tokenizer_cache_dir={tokenizers}"]
     problems = []
+
+    killed = runs / "killed"
+    command = [*base, f"run.dir={killed}"]
+    second_part_running = killed / "parts" / "002" / "logs"  # the trainer is about to start its loop
+    with GpuMemory() as gpu:
+        code, first_wall = run_logged(command, runs / "killed-1.log", env, kill_when=second_part_running,
+                                      kill_after={"smoke": 60.0, "gpu": 5.0}[args.profile])
+        if code is not None:
+            problems.append(f"the first run ended by itself (exit {code}) before its second part was under way")
+        print(f"killed the run {first_wall:.0f} s in, during part 2", flush=True)
+        code, second_wall = run_logged(command, runs / "killed-2.log", env)
+    if code:
+        problems.append(f"the continued run exited with {code}; see {runs / 'killed-2.log'}")
+    continued = (runs / "killed-2.log").read_text(errors="replace")
+    if "continuing the run at part 2 of" not in continued:
+        problems.append("the same command did not continue at part 2")
+    parts = part_figures(killed)
+    figures.update({"killed_run_wall_s": round(first_wall, 1), "continued_run_wall_s": round(second_wall, 1),
+                    "parts": parts, "peak_gpu_memory_mib": gpu.peak_mib})
+    for part in parts[1:]:
+        if not part["resumed_state"]:
+            problems.append(f"part {part['part']} did not load the previous part's state")
+    losses = [x for part in parts for x in part["losses"]]
     if not losses or not all(math.isfinite(x) for x in losses):
         problems.append(f"losses not finite or not found: {losses}")
-    if not lokr.is_file():
-        problems.append(f"no LoKr file at {lokr}")
-    step = json.loads((state / "train_state.json").read_text())["current_step"] if state.is_dir() else None
-    if step != 2 or not (state / "random_states_0.pkl").is_file():
-        problems.append(f"no complete state at step 2 in {state} (train_state.json says {step})")
+    finished = [p for p in parts if p["loop_s"] and p["steps"]]
+    if finished:
+        steps = sum(p["steps"] for p in finished)
+        loop = sum(p["loop_s"] for p in finished)
+        per_step_images = {"smoke": 1 * 2, "gpu": 4 * 2}[args.profile]
+        figures.update({"seconds_per_step": round(loop / steps, 2),
+                        "images_per_second": round(steps * per_step_images / loop, 3),
+                        "startup_s_per_launch": [p["startup_s"] for p in finished]})
 
-    resume = subprocess.run([*command, "--dry-run", "--resume", "latest", *overrides], env=env,
-                            capture_output=True, text=True)
-    if resume.returncode != 1 or "cannot resume with gradient accumulation 2" not in resume.stderr:
-        problems.append(f"resume was not refused as expected: {resume.stderr.strip()[-500:]}")
+    lrs = logged_lrs(killed)
+    figures["learning_rates"] = lrs
+    if args.profile == "smoke":
+        base_lr, warmup = 2e-5, 3  # Epsilon's UNet lr; schedule.warmup_optimizer_steps above
+        fits = [all(math.isclose(lr, base_lr * min(1.0, (step - shift) / warmup), rel_tol=1e-6, abs_tol=1e-12)
+                    for step, lr in lrs) for shift in (0, 1)]
+        if len(lrs) != 3 or not any(fits):
+            problems.append(f"learning rates do not follow constant_with_warmup over cumulative steps: {lrs}")
 
-    leg_problems, leg = resume_leg(command, overrides, run_dir / "resume", env)
-    problems += leg_problems
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+        whole = runs / "uninterrupted"
+        start = time.monotonic()
+        code, _ = run_logged([*base, f"run.dir={whole}"], runs / "uninterrupted.log", env)
+        figures["uninterrupted_wall_s"] = round(time.monotonic() - start, 1)
+        if code:
+            problems.append(f"the uninterrupted run exited with {code}; see {runs / 'uninterrupted.log'}")
+        else:
+            comparison = compare_lokr(killed / "output" / f"{NAME}.safetensors",
+                                      whole / "output" / f"{NAME}.safetensors")
+            figures["final_lokr_comparison"] = comparison
+            if comparison.get("differing_tensors") != 0 or comparison.get("metadata_differences"):
+                problems.append(f"the final LoKr files differ: {comparison}")
+    figures["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6, 1)
+    figures["problems"] = problems
 
-    print("\nsmoke summary")
-    print(f"  losses             {', '.join(f'{x:.4f}' for x in losses)}")
-    print(f"  trainer wall       {wall:.0f} s for 2 optimizer steps of 2 micro-batches, loading included")
-    print(f"  training loop      {per_step[-1] if per_step else '?'} for 2 steps (the trainer's progress bar)")
-    print(f"  peak memory        {peak_gb:.1f} GB (largest child process, RSS)")
-    print(f"  LoKr file          {lokr.stat().st_size:,} bytes" if lokr.is_file() else "  LoKr file          missing")
-    print(f"  resume, accum. 2   refused: {resume.stderr.strip().splitlines()[-1] if resume.stderr else '?'}")
-    print(f"  resume, accum. 1   killed after step 2 ({leg['first_wall']:.0f} s), resumed to step {leg['step']} in "
-          f"{leg['wall']:.0f} s, losses {', '.join(f'{x:.4f}' for x in leg['losses'])}")
+    text = json.dumps(figures, indent=1)
+    print(f"\n{args.profile} figures\n{text}")
+    if args.json:
+        Path(args.json).write_text(text + "\n")
     if not args.keep:
-        shutil.rmtree(run_dir)
+        shutil.rmtree(runs)
     for problem in problems:
         print(f"FAIL {problem}")
     return 1 if problems else 0

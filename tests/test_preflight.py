@@ -104,9 +104,10 @@ def test_disk(tmp_path):
     p = epsilon()
     state = preflight.state_bytes(384_645_360, p)
     assert state == 384_645_360 * 3  # fp16 weights under full_fp16, 1 byte a parameter of Lion8bit state
-    low = preflight.check_disk(p, tmp_path, saves=11, lokr_params=384_645_360, lokr_file=769_776_396, free=10**9)
-    assert not low.ok and "21.2 GB for 11 LoKr file(s) and 11 state(s)" in low.detail
-    assert preflight.check_disk(p, tmp_path / "new" / "run", 11, 384_645_360, 769_776_396, free=10**12).ok
+    low = preflight.check_disk(p, tmp_path, saves=11, states=3, lokr_params=384_645_360, lokr_file=769_776_396,
+                               free=10**9)
+    assert not low.ok and "11.9 GB for 11 LoKr file(s) and 3 state(s)" in low.detail
+    assert preflight.check_disk(p, tmp_path / "new" / "run", 11, 3, 384_645_360, 769_776_396, free=10**12).ok
 
 
 def test_sd_scripts_checkout(tmp_path):
@@ -132,7 +133,9 @@ def test_the_wandb_key_never_reaches_the_command(sample_dataset, tmp_path, monke
     monkeypatch.setenv("WANDB_API_KEY", "secret-key")
     resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}"',
                                                       "logging.log_with=wandb", "logging.wandb_run_name=eps"])
-    run.write_run_folder(resolved, run.make_plan(resolved.preset), tmp_path, "epsilon")
-    for f in tmp_path.iterdir():
-        assert "secret-key" not in f.read_text()
-    assert "wandb_api_key" not in (tmp_path / "train.toml").read_text()
+    rp = run.make_plan(resolved.preset)
+    paths = run.write_run_folder(resolved, rp, tmp_path, ["kohaku-prep", "train"], "/")
+    run.write_part_folder(resolved.preset, rp, paths, 0, tmp_path, "epsilon")
+    for f in [*tmp_path.iterdir(), *paths.part(0).root.iterdir()]:
+        assert f.is_dir() or "secret-key" not in f.read_text()
+    assert "wandb_api_key" not in paths.part(0).train_toml.read_text()

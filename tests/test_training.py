@@ -12,6 +12,8 @@ from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import find_preset, resolve, shipped_presets
 
 RUN = training.RunPaths(Path("/runs/epsilon"))
+FIRST = training.PartLaunch(RUN.part(0), 1337, None, sample=True)
+SECOND = training.PartLaunch(RUN.part(1), 1338, RUN.part(0).end_state("kohaku-xl-epsilon"), sample=False)
 
 
 def preset(*overrides):
@@ -20,26 +22,39 @@ def preset(*overrides):
 
 @pytest.mark.parametrize("path", shipped_presets(), ids=lambda p: p.stem)
 def test_every_emitted_option_is_one_the_trainer_accepts(path):
-    config = training.training_config(resolve(path).preset, RUN)
+    config = training.training_config(resolve(path).preset, RUN, SECOND)
     assert interface.check_training_config(config) == []
 
 
 def test_epsilon_training_toml_matches_golden():
     p = preset("model.pretrained=/models/sd_xl_base_1.0.safetensors")
-    text = training.training_toml(p, RUN, "epsilon")
+    text = training.training_toml(training.training_config(p, RUN, SECOND), "epsilon", 2, 51)
     assert text == (GOLDEN / "epsilon.train.toml").read_text()
     config = tomllib.loads(text)
+    # a later part: one epoch of its own data, continuing the last part's end state from its own step 0
+    assert (config["resume"], config["initial_step"]) == ("/runs/epsilon/parts/001/output/kohaku-xl-epsilon-state", 0)
+    assert (config["max_train_epochs"], config["save_state_on_train_end"], config["seed"]) == (1, True, 1338)
+    assert "max_train_steps" not in config and "save_every_n_steps" not in config and "sample_prompts" not in config
     assert config["lr_warmup_steps"] == 4000 and isinstance(config["lr_warmup_steps"], int)
     assert config["network_args"] == ["algo=lokr", "factor=8", "conv_dim=10000", "conv_alpha=10000",
                                       "train_norm=True", "preset=/runs/epsilon/lycoris_preset.toml"]
     assert config["optimizer_args"] == ["weight_decay=0.1", "betas=(0.9, 0.95)"]
-    assert config["mixed_precision"] == "fp16" and config["full_fp16"] is True and config["seed"] == 1337
+    assert config["mixed_precision"] == "fp16" and config["full_fp16"] is True
+
+
+def test_the_first_part_starts_fresh_and_samples_where_the_cadence_says():
+    config = training.training_config(preset(), RUN, FIRST)
+    assert "resume" not in config and "initial_step" not in config and config["seed"] == 1337
+    assert (config["sample_prompts"], config["sample_every_n_epochs"]) == ("/runs/epsilon/prompts.txt", 1)
+    assert config["dataset_config"] == "/runs/epsilon/parts/001/dataset.toml"
+    assert config["output_dir"] == "/runs/epsilon/parts/001/output"
+    assert config["logging_dir"] == "/runs/epsilon/parts/001/logs"
 
 
 @pytest.mark.parametrize("processes, expected", [(1, 1000), (2, 2000), (4, 4000), (8, 8000)])
 def test_warmup_counts_optimizer_steps_whatever_the_processes(processes, expected):
     p = preset(f"launch.num_processes={processes}")
-    assert training.training_config(p, RUN)["lr_warmup_steps"] == expected
+    assert training.training_config(p, RUN, SECOND)["lr_warmup_steps"] == expected
 
 
 def test_network_args_never_carry_a_false():
@@ -51,7 +66,7 @@ def test_network_args_never_carry_a_false():
 
 
 def test_unet_only_and_attention_choices():
-    config = training.training_config(preset("network.train_text_encoder=false", "training.attention=sdpa"), RUN)
+    config = training.training_config(preset("network.train_text_encoder=false", "training.attention=sdpa"), RUN, FIRST)
     assert config["network_train_unet_only"] is True and "text_encoder_lr" not in config
     assert config["sdpa"] is True and "xformers" not in config
     assert interface.check_training_config(config) == []
@@ -59,7 +74,7 @@ def test_unet_only_and_attention_choices():
 
 def test_launch_command_is_fully_explicit():
     p = preset()
-    argv = training.launch_argv(p, RUN, Path("/sd"), 0, python="/venv/bin/python")
+    argv = training.launch_argv(p, RUN.part(0), Path("/sd"), 0, python="/venv/bin/python")
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert argv[:3] == ["/venv/bin/python", "-m", "accelerate.commands.launch"]
     for flag, value in {"--num_processes": "4", "--num_machines": "1", "--machine_rank": "0",
@@ -67,15 +82,16 @@ def test_launch_command_is_fully_explicit():
                         "--mixed_precision": "fp16"}.items():
         assert flags[flag] == value
     assert "--multi_gpu" in argv and argv[-3:] == ["/sd/sdxl_train_network.py", "--config_file",
-                                                   "/runs/epsilon/train.toml"]
-    single = training.launch_argv(preset("launch.num_processes=1"), RUN, Path("/sd"), 0)
+                                                   "/runs/epsilon/parts/001/train.toml"]
+    single = training.launch_argv(preset("launch.num_processes=1"), RUN.part(0), Path("/sd"), 0)
     assert "--multi_gpu" not in single
     cpu = preset("launch.device=cpu", "launch.num_processes=1", "training.mixed_precision=no", "training.full_fp16=false")
-    assert "--cpu" in training.launch_argv(cpu, RUN, Path("/sd"), 0)
+    assert "--cpu" in training.launch_argv(cpu, RUN.part(0), Path("/sd"), 0)
 
 
 def test_command_script_takes_the_rank_from_the_environment():
-    argv = training.launch_argv(preset("launch.num_machines=2"), RUN, Path("/sd"), 0, python="/venv/bin/python")
+    argv = training.launch_argv(preset("launch.num_machines=2", "schedule.steps_per_part=0"), RUN.part(0), Path("/sd"), 0,
+                                python="/venv/bin/python")
     script = training.command_script(argv, 0)
     assert '--machine_rank "${MACHINE_RANK:-0}" \\' in script and script.startswith("#!/usr/bin/env bash")
     assert "    --multi_gpu \\\n" in script
@@ -106,21 +122,28 @@ def test_interface_check_of_dataset_toml():
 
 
 def test_run_folder_holds_everything_the_trainer_reads(sample_dataset, tmp_path):
-    resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"'])
+    resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"',
+                                                      "schedule.steps_per_part=2"])
     rp = run.make_plan(resolved.preset)
-    argv = run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
+    paths = run.write_run_folder(resolved, rp, Path("/sd"), ["kohaku-prep", "train"], "/work")
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert names == ["command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt", "preset.toml",
-                     "prompts.txt", "run.json", "train.toml", "versions.json"]
+    assert names == ["command.sh", "lycoris_preset.toml", "parts.json", "plan.txt", "preset.toml", "prompts.txt",
+                     "run.json", "versions.json"]
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     manifest = hashlib.sha256((sample_dataset / "manifest.parquet").read_bytes()).hexdigest()
     assert sorted(record) == ["bitsandbytes", "dataset_manifest_sha256", "preset_sha256", "sd_scripts_commit"]
     assert (record["dataset_manifest_sha256"], record["sd_scripts_commit"]) == (manifest, "absent")
-    config = tomllib.loads((tmp_path / "r" / "train.toml").read_text())
-    for key in ("dataset_config", "sample_prompts"):
-        assert Path(config[key]).parent == tmp_path / "r"
-    assert (tmp_path / "r" / "command.sh").stat().st_mode & 0o111
-    assert argv[-1] == str(tmp_path / "r" / "train.toml")
+    assert [row["images"] for row in json.loads(paths.parts_table.read_text())] == [
+        len(part.rows) for part in rp.parts.parts]
+    argv = run.write_part_folder(resolved.preset, rp, paths, 1, Path("/sd"), "epsilon")
+    part = paths.part(1)
+    assert sorted(p.name for p in part.root.iterdir()) == ["command.sh", "dataset.toml", "images", "train.toml"]
+    config = tomllib.loads(part.train_toml.read_text())
+    assert Path(config["dataset_config"]).parent == part.root and config["resume"] == str(paths.part(0).end_state(
+        "kohaku-xl-epsilon"))
+    assert (tmp_path / "r" / "command.sh").stat().st_mode & 0o111 and part.command.stat().st_mode & 0o111
+    assert argv[-1] == str(part.train_toml)
+    assert "cd /work\nexec kohaku-prep train\n" in (tmp_path / "r" / "command.sh").read_text()
     assert "override run.dir" in (tmp_path / "r" / "preset.toml").read_text()
 
 
@@ -139,17 +162,27 @@ def test_run_folder_refuses_what_the_trainer_would_not_take(sample_dataset, tmp_
                                                       'optimizer.type="Lion8bit"'])
     rp = run.make_plan(resolved.preset)
     resolved.preset.training.mixed_precision = "FP16"  # as a hand-edited resolved preset might say
+    paths = training.RunPaths(tmp_path / "r")
     with pytest.raises(PrepError, match="'mixed_precision' = 'FP16'"):
-        run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
-    assert not (tmp_path / "r").exists()
+        run.write_part_folder(resolved.preset, rp, paths, 0, Path("/sd"), "epsilon")
+    assert not paths.part(0).train_toml.exists()
 
 
-def test_the_run_trains_with_the_presets_dataset_values(sample_dataset, tmp_path):
+def test_each_part_trains_its_links_with_the_presets_dataset_values(sample_dataset, tmp_path):
     resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"',
-                                                      "dataset.batch_size=1", "dataset.resolution=512"])
-    run.write_run_folder(resolved, run.make_plan(resolved.preset), Path("/sd"), "epsilon")
-    config = tomllib.loads((tmp_path / "r" / "dataset.toml").read_text())
+                                                      "dataset.batch_size=1", "dataset.resolution=512",
+                                                      "dataset.num_repeats=2", "schedule.steps_per_part=3"])
+    rp = run.make_plan(resolved.preset)
+    paths = training.RunPaths(tmp_path / "r")
+    run.write_part_folder(resolved.preset, rp, paths, 0, Path("/sd"), "epsilon")
+    config = tomllib.loads(paths.part(0).dataset_toml.read_text())
     built = tomllib.loads((sample_dataset / "dataset.toml").read_text())
     (dataset,) = config["datasets"]
     assert (dataset["batch_size"], dataset["resolution"]) == (1, 512)
-    assert dataset["subsets"] == built["datasets"][0]["subsets"] and config["general"] == built["general"]
+    assert config["general"] == built["general"] | {"num_repeats": 1}  # repeats are links of their own
+    links = sorted(f for s in dataset["subsets"] for f in Path(s["image_dir"]).iterdir() if f.suffix != ".txt")
+    assert len(links) == len(rp.parts.parts[0].rows) and all(f.is_symlink() for f in links)
+    for link in links:
+        target = link.resolve()
+        assert target.is_relative_to(sample_dataset.resolve()) and link.name.startswith(target.stem + "-r")
+        assert link.with_suffix(".txt").read_text() == target.with_suffix(".txt").read_text()
