@@ -134,8 +134,9 @@ def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, over
         for problem in check_continuation(run.read_run_record(run_dir), run.run_record(p, checkout), force_resume):
             _echo(f"warning: continuing anyway: {problem}")
         _echo(f"continuing the run at part {chain.first_unfinished(paths, count) + 1} of {count}")
-    command = [sys.executable, "-m", "kohaku_prep", "train", "--preset", preset, *(["--config", config] if config else []),
-               *(["--sd-scripts", sd_scripts] if sd_scripts else []), *overrides]
+    command = [sys.executable, "-m", "kohaku_prep", "train", "--preset", preset,
+               *(["--config", config] if config else []), *(["--sd-scripts", sd_scripts] if sd_scripts else []),
+               *overrides]
     run.write_run_folder(resolved, rp, checkout, command, os.getcwd())
     if dry_run:
         index = min(chain.first_unfinished(paths, count), count - 1)

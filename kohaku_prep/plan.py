@@ -160,8 +160,9 @@ def parts_lines(parts: PartsPlan, p: Preset, seconds_per_step: float | None) -> 
         lines.append("  per part        (give --seconds-per-step for hours per part and the most a crash loses)")
     every = p.saving.every_n_steps
     kept = cadence_ends(parts.parts, every)
-    lines.append(f"  LoKr kept       at part ends {', '.join(f'{s:,}' for s in kept) or '(none)'} (saving.every_n_steps = "
-                 f"{every}), the newest part end's, and the final one")
+    ends = ", ".join(f"{s:,}" for s in kept) or "(none)"
+    lines.append(f"  LoKr kept       at part ends {ends} (saving.every_n_steps = {every}), the newest part end's, "
+                 "and the final one")
     lines.append(f"  {'part':>5} {'epoch':>5} {'images':>11} {'batches':>9} {'steps':>7}  cumulative steps")
     for part in parts.parts:
         lines.append(f"  {part.index + 1:>5} {part.epoch + 1:>5} {len(part.rows):>11,} {part.batches:>9,} "

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume, training
+from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume,
+                         training)
 from kohaku_prep import parts as parts_module
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
@@ -177,7 +178,8 @@ def _write_links(part: parts_module.Part, images: pa.Array, dataset: Path, repea
         subset = staging / f"{start // LINKS_PER_FOLDER:04d}"
         subset.mkdir(parents=True)
         subsets.append(folder / subset.name)
-        for image, rep in zip(paths[start:start + LINKS_PER_FOLDER], part.repeats[start:start + LINKS_PER_FOLDER]):
+        for image, rep in zip(paths[start:start + LINKS_PER_FOLDER], part.repeats[start:start + LINKS_PER_FOLDER],
+                              strict=True):
             target = dataset / image
             stem = target.stem if repeats == 1 else f"{target.stem}-r{rep}"
             os.symlink(target, subset / f"{stem}{target.suffix}")

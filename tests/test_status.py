@@ -35,7 +35,7 @@ def test_status_of_a_running_run(sample_dataset, tmp_path):
     lines = status.status_lines(paths.root, 3, now=started + datetime.timedelta(minutes=30))
     text = "\n".join(lines)
     total = rp.parts.steps
-    assert f"part       2 of 3, running (attempt 1, 0 h 30 min so far)" in text
+    assert "part       2 of 3, running (attempt 1, 0 h 30 min so far)" in text
     assert f"step       {first.end_step:,} of {total:,} optimizer steps" in text
     assert "speed      36.0 s per optimizer step over finished parts, start-up included" in text
     assert (f"losses     (cumulative step: loss) {first.end_step:,}: 0.3000, {first.end_step + 1:,}: 0.2000, "

@@ -90,8 +90,8 @@ def test_launch_command_is_fully_explicit():
 
 
 def test_command_script_takes_the_rank_from_the_environment():
-    argv = training.launch_argv(preset("launch.num_machines=2", "schedule.steps_per_part=0"), RUN.part(0), Path("/sd"), 0,
-                                python="/venv/bin/python")
+    p = preset("launch.num_machines=2", "schedule.steps_per_part=0")
+    argv = training.launch_argv(p, RUN.part(0), Path("/sd"), 0, python="/venv/bin/python")
     script = training.command_script(argv, 0)
     assert '--machine_rank "${MACHINE_RANK:-0}" \\' in script and script.startswith("#!/usr/bin/env bash")
     assert "    --multi_gpu \\\n" in script
