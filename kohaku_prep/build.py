@@ -54,8 +54,10 @@ def _quality_rule(p: Preset, posts: pa.Table) -> captions.CaptionRule:
 def plan_dataset(p: Preset, log: Log) -> Plan:
     if not p.input.metadata or not p.input.images:
         raise PrepError("set input.metadata and input.images (--metadata PATH --images PATH)")
-    meta = metadata.locate(Path(p.input.metadata), p.input.shape)
-    log(f"metadata: {meta.shape}, {len(meta.files)} file(s) under {p.input.metadata}")
+    meta = metadata.locate(Path(p.input.metadata), p.input.shape, to_dict(p.input.columns))
+    renamed = ", ".join(f"{name} from '{stored}'" for name, stored in sorted(meta.columns.items()))
+    log(f"metadata: {meta.shape} ({meta.layout}), {len(meta.files)} file(s) under {p.input.metadata}"
+        + (f"; columns {renamed}" if renamed else ""))
 
     def require_posts(sel: selection.Selection) -> None:
         if len(sel.ids) == 0:
