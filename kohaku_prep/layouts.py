@@ -32,10 +32,6 @@ def recognise_flat(names: list[str], schema_metadata: dict | None) -> Layout:
     return Layout("danbooru post table", {})
 
 
-def recognise_normalized(post_names: list[str]) -> Layout:
-    return Layout("HakuBooru export: post, tag, posttagrelation", {})
-
-
 OLD_HAKUBOORU = ("a HakuBooru database from before 2024-03-20 (tags in post.tag_list as '$<base36>#' "
                  "tokens, no posttagrelation table), which this tool does not read; get the current "
                  "danbooru2023.db (HakuBooru since 2024-03-20) or its Parquet export, "
