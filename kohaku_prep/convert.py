@@ -140,6 +140,10 @@ def convert_json_lines(src: Path, out: Path, skip_bad: bool, progress: Progress,
     """danbooru's JSON Lines post dump -> the flat post table at `out`. Returns (posts written, bad lines)."""
     with open(src, "rb") as fh:
         head = fh.read(4096).lstrip()
+    if head.startswith(b"PAR1"):
+        raise PrepError(f"{src}: already Parquet; pass it to `kohaku-prep dataset --metadata` as it is")
+    if head.startswith(b"\x1f\x8b") or head.startswith(b"\xfd7zXZ"):
+        raise PrepError(f"{src}: compressed; extract posts.json from it first (e.g. tar -xf), then convert that")
     if head.startswith(b"["):
         raise PrepError(f"{src}: a JSON array, not JSON Lines (one post object a line, danbooru's dump format)")
     check_target(out)
@@ -215,7 +219,7 @@ def _order(db: sqlite3.Connection, table: str) -> str:
 def convert_sqlite(src: Path, out: Path, progress: Progress) -> dict[str, int]:
     """HakuBooru's database -> post.parquet, tag.parquet, posttagrelation.parquet in the new folder `out`."""
     check_target(out)
-    db = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    db = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
     partial = out.with_name(f".{out.name}.partial")
     counts = {}
     try:

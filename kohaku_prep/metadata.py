@@ -100,7 +100,9 @@ def _parquet_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.glob("*.parquet") if p.is_file())
     if not files:
-        raise PrepError(f"{path}: no .parquet files found")
+        others = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl", ".db"))
+        raise PrepError(f"{path}: no .parquet files found" + (
+            f" ({', '.join(others[:3])}: see `kohaku-prep convert --help`)" if others else ""))
     return files
 
 
@@ -137,6 +139,8 @@ def _not_parquet_hint(path: Path) -> str | None:
     """What to do with a metadata file that is a dump of another kind (by its name or first bytes)."""
     with open(path, "rb") as fh:
         head = fh.read(64)
+    if head.startswith(b"PAR1"):
+        return None
     if path.suffix.lower() in (".db", ".sqlite", ".sqlite3") or head.startswith(_SQLITE_MAGIC):
         return (f"{path}: a SQLite database (HakuBooru's danbooru2023.db), not Parquet; run "
                 f"`kohaku-prep convert {path} METADATA_DIR`, then pass --metadata METADATA_DIR")

@@ -3,6 +3,7 @@ the dataset stage reads, with the same captions as the independent implementatio
 import json
 import sqlite3
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -97,6 +98,12 @@ def test_json_without_category_tag_strings_or_as_an_array(tmp_path):
         convert.convert_json_lines(src, tmp_path / "p.parquet", False, NOTHING)
     src.write_text('[{"id": 1}]')
     with pytest.raises(PrepError, match="a JSON array, not JSON Lines"):
+        convert.convert_json_lines(src, tmp_path / "p.parquet", False, NOTHING)
+    src.write_bytes(b"\x1f\x8b\x08\x00 a tar.gz")
+    with pytest.raises(PrepError, match="compressed; extract posts.json from it first"):
+        convert.convert_json_lines(src, tmp_path / "p.parquet", False, NOTHING)
+    pq.write_table(pa.table({"id": [1]}), src)
+    with pytest.raises(PrepError, match="already Parquet; pass it to `kohaku-prep dataset --metadata` as it is"):
         convert.convert_json_lines(src, tmp_path / "p.parquet", False, NOTHING)
 
 
