@@ -1,7 +1,9 @@
 """Read danbooru2023 Parquet metadata, flat or normalized, column-wise.
 
 Posts come back as one Arrow table with normalized columns; tags are read afterwards, only for the
-posts that were selected, as flat rows (post, category, name) in each post's stored order.
+posts that were selected, as flat rows (post, category, name) in each post's stored order. Columns are
+found under the names the dump gives them (layouts.py) and read whatever type of their family the
+writer chose (column_types.py).
 
 A file that cannot be read, or a missing or mistyped column, is always an error; a bad row is an error
 or a counted skip (bad_metadata.py).
