@@ -163,3 +163,18 @@ def test_mistyped_columns_are_still_errors(tmp_path, posts):
     pq.write_table(table, tmp_path / "posts.parquet")
     with pytest.raises(PrepError, match="column 'is_deleted' has type string, expected boolean or 0/1 integer"):
         run_captions(tmp_path / "posts.parquet")
+
+
+def test_shards_written_by_different_writers_read_together(tmp_path, posts):
+    half = len(posts) // 2
+    pq.write_table(pa.Table.from_pylist(posts[:half]), tmp_path / "a.parquet")
+    pl.from_dicts(posts[half:], infer_schema_length=None).write_parquet(tmp_path / "b.parquet")
+    assert_captions_match(run_captions(tmp_path), posts)
+
+
+def test_an_old_tag_list_export_is_one_line(tmp_path):
+    pq.write_table(pa.table({"id": [1], "created_at": ["2020-01-01"], "tag_list": ["$1#$a#"],
+                             "tag_count_general": [2]}), tmp_path / "post.parquet")
+    pq.write_table(pa.table({"id": [1], "name": ["a"], "type": [0]}), tmp_path / "tag.parquet")
+    with pytest.raises(PrepError, match=r"a HakuBooru database from before 2024-03-20 \(tags in post.tag_list"):
+        metadata.locate(tmp_path)
