@@ -40,7 +40,6 @@ POST_FIELDS = pa.schema([
 _JSON_TYPES = {pa.int64(): (int,), pa.string(): (str,), pa.bool_(): (bool,)}
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 BLOCK_BYTES = 32 << 20
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 LENIENT_HINT = "--bad-lines skip leaves such lines out"
 
 
@@ -52,8 +51,8 @@ class BadLines:
 
 def kind_of(src: Path) -> str:
     with open(src, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
-    return "sqlite" if head == _SQLITE_MAGIC else "json"
+        head = fh.read(len(layouts.SQLITE_MAGIC))
+    return "sqlite" if head == layouts.SQLITE_MAGIC else "json"
 
 
 def check_target(out: Path) -> None:

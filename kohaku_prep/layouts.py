@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of a SQLite database file (HakuBooru's .db)
 # Set on the Parquet files `kohaku-prep convert` writes, so that they are recognised as such.
 CONVERTED_KEY = b"kohaku-prep.converted-from"
 
@@ -27,8 +28,6 @@ def recognise_flat(names: list[str], schema_metadata: dict | None) -> Layout:
         return Layout("deepghs danbooru2024 layout", {})
     if "tag_string_general" not in present and present.issuperset(TAG_CATEGORIES):
         return Layout("isek-ai danbooru-tags layout", {f"tag_string_{c}": c for c in TAG_CATEGORIES})
-    if "tag_list" in present:
-        return Layout("HakuBooru tag_list post table", {})
     return Layout("danbooru post table", {})
 
 
@@ -38,6 +37,6 @@ OLD_HAKUBOORU = ("a HakuBooru database from before 2024-03-20 (tags in post.tag_
                  "KBlueLeaf/danbooru2023-metadata-database")
 
 
-def column_names(layout: Layout, overrides: dict[str, str]) -> dict[str, str]:
-    """danbooru's name -> the name to read: the preset's input.columns over the layout's."""
-    return {**layout.columns, **{name: given for name, given in overrides.items() if given}}
+def column_names(known: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """danbooru's name -> the name to read: the preset's input.columns over the known layout's."""
+    return {**known, **{name: given for name, given in overrides.items() if given}}

@@ -134,16 +134,16 @@ class Metadata:
         return self.post_files + ([self.tag_file] if self.tag_file else []) + (self.relation_files or [])
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
 def _not_parquet_hint(path: Path) -> str | None:
     """What to do with a metadata file that is a dump of another kind (by its name or first bytes)."""
-    with open(path, "rb") as fh:
-        head = fh.read(64)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None  # reading it as Parquet says why in one line
     if head.startswith(b"PAR1"):
         return None
-    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3") or head.startswith(_SQLITE_MAGIC):
+    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3") or head.startswith(layouts.SQLITE_MAGIC):
         return (f"{path}: a SQLite database (HakuBooru's danbooru2023.db), not Parquet; run "
                 f"`kohaku-prep convert {path} METADATA_DIR`, then pass --metadata METADATA_DIR")
     if path.suffix.lower() in (".json", ".jsonl", ".ndjson") or head.lstrip()[:1] in (b"{", b"["):
@@ -175,14 +175,13 @@ def locate(path: Path, shape: str = "auto", columns: dict[str, str] = {}) -> Met
         if len(parts["tag"]) != 1:
             raise PrepError(f"{path}: expected one tag.parquet, found {len(parts['tag'])} files")
         return Metadata("normalized", parts["post"], parts["tag"][0], parts["posttagrelation"],
-                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names(
-                            layouts.Layout("", {}), columns))
+                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names({}, columns))
     files = _parquet_files(path)
     schema = _open(files[0]).schema_arrow
-    layout = layouts.recognise_flat(schema.names, schema.metadata)
-    if layout.name == "HakuBooru tag_list post table":
+    if "tag_list" in schema.names:
         raise PrepError(f"{files[0]}: {layouts.OLD_HAKUBOORU}")
-    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout, columns))
+    layout = layouts.recognise_flat(schema.names, schema.metadata)
+    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns))
 
 
 def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = None,
