@@ -1,6 +1,5 @@
 """Captions: the recipe's examples verbatim, and agreement with an independent per-post implementation."""
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
