@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import __version__, bad_metadata, captions, dataset_files, images, metadata, selection
+from kohaku_prep import __version__, bad_metadata, captions, dataset_files, images, metadata, selection, years
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
@@ -54,8 +54,10 @@ def _quality_rule(p: Preset, posts: pa.Table) -> captions.CaptionRule:
 def plan_dataset(p: Preset, log: Log) -> Plan:
     if not p.input.metadata or not p.input.images:
         raise PrepError("set input.metadata and input.images (--metadata PATH --images PATH)")
-    meta = metadata.locate(Path(p.input.metadata), p.input.shape)
-    log(f"metadata: {meta.shape}, {len(meta.files)} file(s) under {p.input.metadata}")
+    meta = metadata.locate(Path(p.input.metadata), p.input.shape, to_dict(p.input.columns))
+    renamed = ", ".join(f"{name} from '{stored}'" for name, stored in sorted(meta.columns.items()))
+    log(f"metadata: {meta.shape} ({meta.layout}), {len(meta.files)} file(s) under {p.input.metadata}"
+        + (f"; columns {renamed}" if renamed else ""))
 
     def require_posts(sel: selection.Selection) -> None:
         if len(sel.ids) == 0:
@@ -83,7 +85,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
         chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
         sel = selection.leave_out(sel, caps.ids, bad_tags)
         require_posts(sel)
-    undated = int((metadata.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
+    undated = int((years.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
     if undated:
         sel.stages.append(selection.Stage("created_at without a year", len(sel.ids), 0, f"{undated:,} kept with "
                                           "year tag 'early' (caption.year_quirks, HakuBooru's rule)"))

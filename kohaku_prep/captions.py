@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep import bad_metadata, metadata
+from kohaku_prep import bad_metadata, metadata, years
 from kohaku_prep.metadata import ARTIST, GENERAL, META, TagRows
 
 KEEP_SEPARATOR = "|||"
@@ -72,14 +72,15 @@ def percentile_thresholds(rating: np.ndarray, fav: np.ndarray) -> np.ndarray:
 
 
 def year_tags(created_at: pa.ChunkedArray, quirks: bool) -> pa.Array:
-    """The year as written in `created_at` (its own UTC offset, never converted), mapped to a band."""
-    years = metadata.created_years(created_at)
+    """The year of `created_at` as HakuBooru read it (years.py: its own UTC offset, never converted),
+    mapped to a band."""
+    written = years.created_years(created_at)
     names = [band for _, band in YEAR_BANDS]
-    band = np.searchsorted([start for start, _ in YEAR_BANDS], years, side="right") - 1
-    parsed = years >= 0
+    band = np.searchsorted([start for start, _ in YEAR_BANDS], written, side="right") - 1
+    parsed = written >= 0
     if quirks:  # HakuBooru's: unparseable and pre-2005 -> early; 2025 and later -> no tag
         band = np.where(~parsed | (band < 0), 1, band)
-        valid = ~parsed | (years < YEAR_BANDS_END)
+        valid = ~parsed | (written < YEAR_BANDS_END)
     else:
         band = np.clip(band, 0, len(names) - 1)
         valid = parsed

@@ -47,7 +47,8 @@ _config_option = click.option("--config", type=click.Path(dir_okay=False),
 @main.command()
 @_preset_option
 @_config_option
-@click.option("--metadata", help="Parquet metadata: a file, a folder of shards, or post/tag/posttagrelation.")
+@click.option("--metadata", help="Parquet metadata: a file, a folder of shards, or post/tag/posttagrelation "
+                                 "(other dumps: kohaku-prep convert).")
 @click.option("--images", help="danbooru2023 tar shards, or a folder of <id>.<ext> files.")
 @click.option("--out", help="The dataset folder to create.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset or discard an unfinished other build.")
@@ -70,6 +71,44 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     _echo("\n".join(dataset_files.stage_lines([Stage(**s) for s in summary["stages"]])))
     _echo(f"dataset: {summary['images']['written']:,} images with captions in "
           f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path())
+@click.option("--bad-lines", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="A line that is not a post: stop with an error naming it, or leave it out and count it.")
+def convert(src, out, bad_lines) -> None:
+    """Convert a dump that is not Parquet into the tables `dataset --metadata` reads.
+
+    SRC is danbooru's JSON Lines post dump (posts.json; OUT: a .parquet file) or HakuBooru's SQLite
+    danbooru2023.db (OUT: a folder for post, tag and posttagrelation .parquet).
+    """
+    src, out = Path(src), Path(out)
+    try:
+        _convert(src, out, bad_lines == "skip")
+    except OSError as exc:  # a full disk or an unreadable input: nothing was left behind
+        raise PrepError(f"{exc.filename or out}: {exc.strerror or exc}") from None
+
+
+def _convert(src: Path, out: Path, skip_bad: bool) -> None:
+    from tqdm import tqdm  # a progress bar on a terminal only
+
+    from kohaku_prep import convert as convert_module
+
+    if convert_module.kind_of(src) == "sqlite":
+        with tqdm(desc="rows", unit=" rows", unit_scale=True, disable=not sys.stderr.isatty()) as bar:
+            counts = convert_module.convert_sqlite(src, out, bar.update)
+        _echo("convert: " + ", ".join(f"{n:,} {table} rows" for table, n in counts.items()) + f" in {out}/")
+        _echo(f"next: kohaku-prep dataset --metadata {out} ...")
+        return
+    with tqdm(total=src.stat().st_size, desc="posts.json", unit="B", unit_scale=True,
+              disable=not sys.stderr.isatty()) as bar:
+        n_posts, bad = convert_module.convert_json_lines(src, out, skip_bad, bar.update)
+    if bad.count:
+        _echo(f"bad lines: {bad.count:,} left out, first {bad.first}")
+    _echo(f"convert: {n_posts:,} posts in {out}")
+    _echo(f"next: kohaku-prep dataset --metadata {out} ...")
 
 
 @main.command("plan")

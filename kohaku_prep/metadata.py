@@ -1,7 +1,9 @@
 """Read danbooru2023 Parquet metadata, flat or normalized, column-wise.
 
 Posts come back as one Arrow table with normalized columns; tags are read afterwards, only for the
-posts that were selected, as flat rows (post, category, name) in each post's stored order.
+posts that were selected, as flat rows (post, category, name) in each post's stored order. Columns are
+found under the names the dump gives them (layouts.py) and read whatever type of their family the
+writer chose (column_types.py).
 
 A file that cannot be read, or a missing or mistyped column, is always an error; a bad row is an error
 or a counted skip (bad_metadata.py).
@@ -21,7 +23,10 @@ import pyarrow.parquet as pq
 from kohaku_prep.bad_metadata import (BAD_FAV_COUNT, DUPLICATE_ID, LENIENT_HINT, NO_YEAR, NOT_UTF8, NULL_FLAG, NULL_ID,
                                       TAG_PROBLEMS, UNKNOWN_RATING, NameCheck, RowChecks, Skip, check_names,
                                       count_skip, invalid_utf8)
+from kohaku_prep import column_types as ct
+from kohaku_prep import layouts
 from kohaku_prep.errors import PrepError
+from kohaku_prep.years import created_years
 
 # Internal tag categories, in the order a caption's head lists them after the SPECIAL tags.
 GENERAL, CHARACTER, COPYRIGHT, ARTIST, META = range(5)
@@ -36,36 +41,40 @@ RATING_LETTERS = {
 }
 RATING_NAMES = ("general", "sensitive", "questionable", "explicit")
 
-# column -> accepted Arrow type families
-_INT, _STR, _BOOL, _TIME = "integer", "string", "boolean or 0/1 integer", "string or timestamp"
+# column -> accepted type family (column_types)
 POST_COLUMNS = {
-    "id": _INT, "created_at": _TIME, "rating": "string or integer", "fav_count": _INT,
-    "file_ext": _STR, "is_deleted": _BOOL, "is_banned": _BOOL, "md5": _STR,
+    "id": ct.INTEGER, "created_at": ct.TIME, "rating": ct.RATING, "fav_count": ct.INTEGER,
+    "file_ext": ct.STRING, "is_deleted": ct.BOOLEAN, "is_banned": ct.BOOLEAN, "md5": ct.STRING,
 }
-OPTIONAL_POST_COLUMNS = {"file_url": _STR}
+OPTIONAL_POST_COLUMNS = {"file_url": ct.STRING}
 _TEXT_COLUMNS = ("created_at", "rating", "file_ext")  # string columns read as text: they must be UTF-8
 
-def _type_ok(kind: str, tp: pa.DataType) -> bool:
-    is_int = pa.types.is_integer(tp)
-    is_str = pa.types.is_string(tp) or pa.types.is_large_string(tp)
-    return {
-        _INT: is_int,
-        _STR: is_str or pa.types.is_null(tp),
-        _BOOL: pa.types.is_boolean(tp) or is_int,
-        _TIME: is_str or pa.types.is_timestamp(tp),
-        "string or integer": is_str or is_int,
-    }[kind]
 
-
-def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict = {}) -> None:
+def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict = {},
+                   names: dict[str, str] = {}) -> None:
+    """Every required column present under its name in this file (`names`: danbooru's name -> the file's),
+    each of its type family."""
     for name, kind in {**required, **optional}.items():
-        if name not in schema.names:
+        stored = names.get(name, name)
+        mapped = f" (for '{name}', input.columns.{name})" if stored != name else ""
+        if stored not in schema.names:
             if name in required:
-                raise PrepError(f"{path}: missing column '{name}' ({kind})")
+                hint = "" if mapped else f"; if this file names it otherwise, set input.columns.{name}"
+                raise PrepError(f"{path}: missing column '{stored}' ({kind}){mapped}{hint}")
             continue
-        tp = schema.field(name).type
-        if not _type_ok(kind, tp):
-            raise PrepError(f"{path}: column '{name}' has type {tp}, expected {kind}")
+        tp = schema.field(stored).type
+        if not ct.accepts(kind, tp):
+            raise PrepError(f"{path}: column '{stored}'{mapped} has type {tp}, expected {kind}")
+
+
+def _read_columns(path: Path, pf: pq.ParquetFile, kinds: dict[str, str], names: dict[str, str]) -> pa.Table:
+    """The columns `kinds` (danbooru's names) of a file, read under the file's names and cast to their
+    canonical types."""
+    stored = [names.get(c, c) for c in kinds]
+    with _reading(path):
+        table = pf.read(columns=stored)
+    return pa.table({c: ct.canonical(table[s], kind, f"{path}: column '{s}'")
+                     for (c, kind), s in zip(kinds.items(), stored)})
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -88,23 +97,14 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def created_years(created_at: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """The year as written at the start of `created_at` (its own UTC offset, never converted); -1 where
-    there is none (null, or no leading `YYYY-`)."""
-    if pa.types.is_timestamp(created_at.type):
-        years = pc.year(created_at)
-    else:
-        matched = pc.extract_regex(created_at.cast(pa.string()), r"^(?P<year>[0-9]{4})-")
-        years = pc.cast(pc.struct_field(matched, [0]), pa.int64())
-    return pc.fill_null(years, -1).to_numpy().astype(np.int64).reshape(-1)
-
-
 def _parquet_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     files = sorted(p for p in path.glob("*.parquet") if p.is_file())
     if not files:
-        raise PrepError(f"{path}: no .parquet files found")
+        others = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl", ".db"))
+        raise PrepError(f"{path}: no .parquet files found" + (
+            f" ({', '.join(others[:3])}: see `kohaku-prep convert --help`)" if others else ""))
     return files
 
 
@@ -126,16 +126,39 @@ class Metadata:
     post_files: list[Path]
     tag_file: Path | None = None
     relation_files: list[Path] | None = None
+    layout: str = ""  # the dump recognised by its columns, for the report
+    columns: dict[str, str] = field(default_factory=dict)  # danbooru's column name -> the post files'
 
     @property
     def files(self) -> list[Path]:
         return self.post_files + ([self.tag_file] if self.tag_file else []) + (self.relation_files or [])
 
 
-def locate(path: Path, shape: str = "auto") -> Metadata:
-    """Find the metadata files under `path` and decide their shape."""
+def _not_parquet_hint(path: Path) -> str | None:
+    """What to do with a metadata file that is a dump of another kind (by its name or first bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None  # reading it as Parquet says why in one line
+    if head.startswith(b"PAR1"):
+        return None
+    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3") or head.startswith(layouts.SQLITE_MAGIC):
+        return (f"{path}: a SQLite database (HakuBooru's danbooru2023.db), not Parquet; run "
+                f"`kohaku-prep convert {path} METADATA_DIR`, then pass --metadata METADATA_DIR")
+    if path.suffix.lower() in (".json", ".jsonl", ".ndjson") or head.lstrip()[:1] in (b"{", b"["):
+        return (f"{path}: a JSON post dump, not Parquet; run `kohaku-prep convert {path} posts.parquet`, "
+                "then pass --metadata posts.parquet")
+    return None
+
+
+def locate(path: Path, shape: str = "auto", columns: dict[str, str] = {}) -> Metadata:
+    """Find the metadata files under `path`, decide their shape and recognise the dump by its columns;
+    `columns` (the preset's input.columns) names columns the dump calls otherwise."""
     if not path.exists():
         raise PrepError(f"{path}: metadata not found")
+    if path.is_file() and (hint := _not_parquet_hint(path)):
+        raise PrepError(hint)
     parts = {}
     if path.is_dir():
         for name in ("post", "tag", "posttagrelation"):
@@ -144,13 +167,21 @@ def locate(path: Path, shape: str = "auto") -> Metadata:
             elif (path / name).is_dir():
                 parts[name] = _parquet_files(path / name)
     normalized = len(parts) == 3
+    if "post" in parts and not normalized and "tag_list" in _open(parts["post"][0]).schema_arrow.names:
+        raise PrepError(f"{path}: {layouts.OLD_HAKUBOORU}")
     if shape == "normalized" and not normalized:
         raise PrepError(f"{path}: normalized metadata needs post, tag and posttagrelation .parquet files")
     if shape == "normalized" or (shape == "auto" and normalized):
         if len(parts["tag"]) != 1:
             raise PrepError(f"{path}: expected one tag.parquet, found {len(parts['tag'])} files")
-        return Metadata("normalized", parts["post"], parts["tag"][0], parts["posttagrelation"])
-    return Metadata("flat", _parquet_files(path))
+        return Metadata("normalized", parts["post"], parts["tag"][0], parts["posttagrelation"],
+                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names({}, columns))
+    files = _parquet_files(path)
+    schema = _open(files[0]).schema_arrow
+    if "tag_list" in schema.names:
+        raise PrepError(f"{files[0]}: {layouts.OLD_HAKUBOORU}")
+    layout = layouts.recognise_flat(schema.names, schema.metadata)
+    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns))
 
 
 def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = None,
@@ -158,7 +189,7 @@ def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = 
     """id, created_at, rating (int8 0..3), fav_count, file_ext, is_deleted, is_hidden; sorted by id.
 
     Bad rows: a null id, a text column that is not UTF-8, an unknown or null rating, a null or negative
-    fav_count, with `dated` a created_at without a leading year, a null is_deleted or is_banned, and an id
+    fav_count, with `dated` a created_at without a year, a null is_deleted or is_banned, and an id
     on more than one row. With `skipped` None the first is an error; else such posts are left out (every
     copy of a duplicated id, whatever the file order) and each kind is counted in `skipped`.
     """
@@ -167,11 +198,11 @@ def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = 
         pf = _open(path)
         schema = pf.schema_arrow
         required = POST_COLUMNS if meta.shape == "normalized" else {**POST_COLUMNS, **{
-            c: _STR for c in FLAT_TAG_COLUMNS}}
-        _check_columns(path, schema, required, OPTIONAL_POST_COLUMNS)
-        columns = [c for c in {**POST_COLUMNS, **OPTIONAL_POST_COLUMNS} if c in schema.names]
-        with _reading(path):
-            table = pf.read(columns=columns)
+            c: ct.STRING for c in FLAT_TAG_COLUMNS}}
+        _check_columns(path, schema, required, OPTIONAL_POST_COLUMNS, meta.columns)
+        kinds = {c: kind for c, kind in {**POST_COLUMNS, **OPTIONAL_POST_COLUMNS}.items()
+                 if meta.columns.get(c, c) in schema.names}
+        table = _read_columns(path, pf, kinds, meta.columns)
         n_read += table.num_rows
         tables.append(_normalize_posts(path, table, rating_scheme, dated, skipped))
         files.append(np.full(tables[-1].num_rows, k, np.int32))
@@ -206,7 +237,7 @@ def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str, dated: bool,
     text = {}
     for name in _TEXT_COLUMNS:
         column = t[name]
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        if pa.types.is_string(column.type):  # a rating may be an integer
             invalid = invalid_utf8(column)
             if invalid is not None:
                 rows.check(NOT_UTF8, name, column, invalid, "value(s) that are not UTF-8")
@@ -221,21 +252,21 @@ def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str, dated: bool,
                "null or negative value(s)")
     if dated:
         rows.check(NO_YEAR, "created_at", t["created_at"], created_years(text["created_at"]) < 0,
-                   "value(s) without a year (YYYY-...)",
+                   "value(s) without a readable date",
                    "; caption.year_quirks = true tags them 'early' as HakuBooru did")
     for name in ("is_deleted", "is_banned"):
         rows.check(NULL_FLAG, name, t[name], _is_null(t[name]), "null value(s)")
     hidden = _as_bool(t["is_banned"])
     for name in ("md5", "file_url"):
         if name in t.column_names:
-            missing = pc.fill_null(pc.equal(pc.utf8_length(t[name].cast(pa.string())), 0), True)
+            missing = pc.fill_null(pc.equal(pc.utf8_length(t[name]), 0), True)
             hidden = pc.or_(hidden, missing)
     posts = pa.table({
         "id": pc.fill_null(t["id"], 0).cast(pa.int64()),
         "created_at": text["created_at"],
         "rating": rating,
         "fav_count": pc.fill_null(fav, 0).cast(pa.int64()),
-        "file_ext": pc.utf8_lower(pc.fill_null(text["file_ext"].cast(pa.string()), "")),
+        "file_ext": pc.utf8_lower(pc.fill_null(text["file_ext"], "")),
         "is_deleted": _as_bool(t["is_deleted"]),
         "is_hidden": hidden,
     })
@@ -247,8 +278,7 @@ def _is_null(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _as_bool(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    col = pc.fill_null(col, False if pa.types.is_boolean(col.type) else 0)
-    return col if pa.types.is_boolean(col.type) else pc.not_equal(col, 0)
+    return pc.fill_null(col, False)
 
 
 def _ratings(col: pa.ChunkedArray, scheme: str) -> tuple[pa.Array, np.ndarray]:
@@ -340,23 +370,27 @@ def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, skipped: list[Skip]
 
 def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     positions = Positions(ids)
+    stored = {c: meta.columns.get(c, c) for c in ["id", *FLAT_TAG_COLUMNS]}
     for path in meta.post_files:
         pf = _open(path)
-        batches = pf.iter_batches(batch_size=_BATCH_ROWS, columns=["id", *FLAT_TAG_COLUMNS])
+        batches = pf.iter_batches(batch_size=_BATCH_ROWS, columns=list(stored.values()))
         while True:
             with _reading(path):
                 batch = next(batches, None)
             if batch is None:
                 break
-            batch = batch.filter(pa.array(positions(pc.fill_null(batch.column("id"), -1).to_numpy()) >= 0))
-            if batch.num_rows == 0:
+            batch_ids = pc.fill_null(ct.as_int64(batch.column(stored["id"]), f"{path}: column '{stored['id']}'"),
+                                     -1).to_numpy()
+            selected = positions(batch_ids) >= 0
+            if not selected.any():
                 continue
-            batch_ids = batch.column("id").to_numpy()
+            mask, batch_ids = pa.array(selected), batch_ids[selected]
+            tag_strings = {c: ct.as_string(batch.column(stored[c])).filter(mask) for c in FLAT_TAG_COLUMNS}
             chunk_ids = np.sort(batch_ids)
             rows = np.searchsorted(chunk_ids, batch_ids)
             parts_index, parts_category, parts_names = [], [], []
             for column, category in FLAT_TAG_COLUMNS.items():
-                lists = pc.split_pattern(pc.fill_null(batch.column(column), ""), " ")
+                lists = pc.split_pattern(pc.fill_null(tag_strings[column], ""), " ")
                 names = pc.list_flatten(lists)
                 parents = pc.list_parent_indices(lists).to_numpy()
                 keep = pc.not_equal(names, "")  # blank tags from repeated spaces
@@ -369,6 +403,10 @@ def _flat_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, Ta
                 names = pa.DictionaryArray.from_arrays(names.indices, checked.names)
             yield chunk_ids, TagRows(np.concatenate(parts_index), np.concatenate(parts_category), names,
                                      checked.problem, checked.bad_names, path)
+
+
+_RELATION_COLUMNS = {"id": ct.INTEGER, "post_id": ct.INTEGER, "tag_id": ct.INTEGER}
+_TAG_COLUMNS = {"id": ct.INTEGER, "name": ct.STRING, "type": ct.INTEGER}
 
 
 @dataclass
@@ -384,7 +422,7 @@ def _relation_groups(meta: Metadata) -> list[_RelationGroup]:
     groups = []
     for path in meta.relation_files:
         pf = _open(path)
-        _check_columns(path, pf.schema_arrow, {"id": _INT, "post_id": _INT, "tag_id": _INT})
+        _check_columns(path, pf.schema_arrow, _RELATION_COLUMNS)
         column = pf.schema_arrow.get_field_index("post_id")
         for i in range(pf.metadata.num_row_groups):
             stats = pf.metadata.row_group(i).column(column).statistics
@@ -403,11 +441,10 @@ def _in_post_order(groups: list[_RelationGroup]) -> bool:
 
 def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
     tag_pf = _open(meta.tag_file)
-    _check_columns(meta.tag_file, tag_pf.schema_arrow, {"id": _INT, "name": _STR, "type": _INT})
-    with _reading(meta.tag_file):
-        tags = tag_pf.read(columns=["id", "name", "type"]).combine_chunks()
+    _check_columns(meta.tag_file, tag_pf.schema_arrow, _TAG_COLUMNS)
+    tags = _read_columns(meta.tag_file, tag_pf, _TAG_COLUMNS, {}).combine_chunks()
     checked = check_names(tags["name"].combine_chunks())
-    tag_types = tags["type"].to_numpy(zero_copy_only=False)
+    tag_types = pc.fill_null(tags["type"], -1).to_numpy()
     unknown = ~np.isin(tag_types, list(NORMALIZED_TAG_TYPES))
     if unknown.any():
         raise PrepError(f"{meta.tag_file}: tag type {tag_types[unknown][0]} is not one of 0..4 "
@@ -428,7 +465,8 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     n_chunks, next_chunk = -(-len(ids) // _CHUNK_POSTS), 0
     for k, group in enumerate(groups):
         with _reading(group.path):
-            table = group.pf.read_row_group(group.index, columns=["id", "post_id", "tag_id"])
+            raw = group.pf.read_row_group(group.index, columns=list(_RELATION_COLUMNS))
+            table = {c: ct.as_int64(raw[c], f"{group.path}: column '{c}'") for c in _RELATION_COLUMNS}
         post = post_positions(pc.fill_null(table["post_id"], -1).to_numpy())
         selected = post >= 0
         tag_id = pc.fill_null(table["tag_id"], -1).to_numpy()[selected]

@@ -22,6 +22,27 @@ LYCORIS_PRESET_DIR = PRESET_DIR / "lycoris"  # network presets read by LyCORIS i
 
 
 @dataclass
+class ColumnsSection:
+    """The name a dump gives each post column where it is not danbooru's own (empty: danbooru's, or
+    what the recognised dump layout calls it), e.g. tag_string_general = "general"."""
+
+    id: str = ""
+    created_at: str = ""
+    rating: str = ""
+    fav_count: str = ""
+    file_ext: str = ""
+    is_deleted: str = ""
+    is_banned: str = ""
+    md5: str = ""
+    file_url: str = ""
+    tag_string_general: str = ""
+    tag_string_character: str = ""
+    tag_string_copyright: str = ""
+    tag_string_artist: str = ""
+    tag_string_meta: str = ""
+
+
+@dataclass
 class InputSection:
     metadata: str = ""  # a Parquet file, a folder of shards, or a normalized post/tag/posttagrelation folder
     images: str = ""  # danbooru2023 tar shards (searched recursively) or a folder of <id>.<ext> files
@@ -32,6 +53,7 @@ class InputSection:
     # naming it; "skip" leaves it out and counts it as a stage of the report. Unreadable files, missing or
     # mistyped columns and an empty selection are errors either way.
     bad_metadata: Literal["fail", "skip"] = "fail"
+    columns: ColumnsSection = field(default_factory=ColumnsSection)
 
 
 @dataclass

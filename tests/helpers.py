@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import build
+from kohaku_prep import build, captions, metadata
 from kohaku_prep.preset import PRESET_DIR, resolve
 
 TESTS = Path(__file__).resolve().parent
@@ -72,6 +72,20 @@ def write_normalized(posts: list[dict], folder: Path, seed: int = 0) -> Path:
                              "is_deleted": [int(p["is_deleted"]) for p in posts],
                              "is_banned": [int(p["is_banned"]) for p in posts]}), folder / "post.parquet")
     return folder
+
+
+def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_quirks=True, skipped=None,
+                 columns: dict = {}):
+    """id -> caption; with `skipped` a list, posts with bad tags are left out and counted there, else an error."""
+    meta = metadata.locate(path, columns=columns)
+    posts = metadata.read_posts(meta, "danbooru")
+    ids = posts["id"].to_numpy()
+    rating, fav = posts["rating"].to_numpy(), posts["fav_count"].to_numpy()
+    thresholds = {"epsilon": captions.EPSILON_THRESHOLDS, "none": None,
+                  "percentiles": captions.percentile_thresholds(rating, fav)}[quality]
+    rule = captions.CaptionRule(thresholds, quality_max_id, year_quirks)
+    caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, posts["created_at"], rating, fav, rule, skipped)
+    return dict(zip(caps.ids.tolist(), caps.text.to_pylist()))
 
 
 def make_state(output: Path, name: str, step: int, complete: bool = True) -> Path:

@@ -67,11 +67,12 @@ META_DROPPED = [
     "md5_mismatch", "third-party_revision", "has_audio", "video", "sound_video",
 ]
 
-# Strings without a leading ASCII 'YYYY-'. Note the full-width digits: Python's
-# \d and int() accept them, the reference treats them as unparseable.
+# Strings that are not strict ISO dates: some dateutil reads (full-width digits included: int() accepts
+# them), the others have no year.
 GARBAGE_DATES = [
     "not a date", "", None, "   ", "2023", "20230101", "06/01/2020",
-    " 2020-06-01", "２０２０-06-01", "yesterday",
+    " 2020-06-01", "２０２０-06-01", "yesterday", "2010/05/03 12:00:00", "20100503T120000",
+    "2010-13-45T00:00:00", "2011-02-29", "12:30", "2012-02-29T25:00:00",
 ]
 
 # Year boundaries of every band, plus years outside the table on both sides.

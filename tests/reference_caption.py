@@ -5,8 +5,10 @@ without looking at the real implementation, so tests can cross-check the two.
 Pure Python, standard library only, one post at a time: clarity over speed.
 """
 
+import datetime
 import math
-import re
+
+import dateutil.parser
 
 # Recipe section 3: fav_count thresholds (p10, p30, p45, p60, p75, p90) per rating.
 EPSILON_QUALITY = {
@@ -54,10 +56,6 @@ RATING_TAGS = {
     "e": ["explicit", "nsfw"],
 }
 
-# ASCII digits only: Python's \d would also accept e.g. full-width digits.
-_YEAR_RE = re.compile(r"([0-9]{4})-")
-
-
 def split_tags(tag_string):
     """Raw tags in stored order; None/empty give none, repeated spaces give no tag."""
     if not tag_string:
@@ -80,11 +78,18 @@ def _formatted(tags):
 
 
 def parse_year(created_at):
-    """The year as written (local offset, never UTC); None if not a leading YYYY-."""
+    """The year HakuBooru read, dateutil.parser.parse(created_at).year (as written, never UTC); None where
+    dateutil fails, or where the string holds no year (dateutil takes it from its default date: a string
+    whose year changes with the default has none)."""
     if not isinstance(created_at, str):
         return None
-    m = _YEAR_RE.match(created_at)
-    return int(m.group(1)) if m else None
+    years = set()
+    for default in (datetime.datetime(2001, 6, 15), datetime.datetime(2003, 6, 15)):
+        try:
+            years.add(dateutil.parser.parse(created_at, default=default).year)
+        except (ValueError, OverflowError):
+            return None
+    return years.pop() if len(years) == 1 else None
 
 
 def year_tag(created_at, year_quirks=True):

@@ -1,6 +1,5 @@
 """Captions: the recipe's examples verbatim, and agreement with an independent per-post implementation."""
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -8,22 +7,9 @@ from hypothesis import given, settings, strategies as st
 
 from kohaku_prep import captions, metadata
 from kohaku_prep.errors import PrepError
-from helpers import CATEGORIES, flat_post, write_flat, write_normalized
+from helpers import CATEGORIES, flat_post, run_captions, write_flat, write_normalized
 from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, META_KEPT, nasty_posts
 from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
-
-def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_quirks=True, skipped=None):
-    """id -> caption; with `skipped` a list, posts with bad tags are left out and counted there, else an error."""
-    meta = metadata.locate(path)
-    posts = metadata.read_posts(meta, "danbooru")
-    ids = posts["id"].to_numpy()
-    rating, fav = posts["rating"].to_numpy(), posts["fav_count"].to_numpy()
-    thresholds = {"epsilon": captions.EPSILON_THRESHOLDS, "none": None,
-                  "percentiles": captions.percentile_thresholds(rating, fav)}[quality]
-    rule = captions.CaptionRule(thresholds, quality_max_id, year_quirks)
-    caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, posts["created_at"], rating, fav, rule, skipped)
-    return dict(zip(caps.ids.tolist(), caps.text.to_pylist()))
-
 
 RECIPE_EXAMPLES = [
     (flat_post(5_100_000, "2023-03-01T10:00:00.000+09:00", "q", 50, general="1girl smile",

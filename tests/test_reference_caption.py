@@ -271,15 +271,22 @@ YEAR_CASES = [
     ("2018-01-01T05:00:00+09:00", "recent", "recent"),
     ("2020-06-01", "recent", "recent"),
     ("2020-06-01 10:00:00", "recent", "recent"),
-    # Unparseable: no leading ASCII YYYY-.
+    # Read leniently, as HakuBooru's dateutil did.
+    ("2020", "recent", "recent"),
+    ("20200601", "recent", "recent"),
+    (" 2020-06-01", "recent", "recent"),
+    ("06/01/2020", "recent", "recent"),
+    ("２０２０-06-01", "recent", "recent"),
+    ("2010/05/03 12:00:00", "old", "old"),
+    ("20100503T120000", "old", "old"),
+    (" 2008-01-01T00:00:00", "old", "old"),
+    # Unparseable: no date, an impossible one, or no year in it.
     ("not a date", "early", None),
     ("", "early", None),
     (None, "early", None),
-    ("2020", "early", None),
-    ("20200601", "early", None),
-    (" 2020-06-01", "early", None),
-    ("06/01/2020", "early", None),
-    ("２０２０-06-01", "early", None),
+    ("2010-13-45T00:00:00", "early", None),
+    ("2010-02-29", "early", None),
+    ("12:30", "early", None),
 ]
 
 
