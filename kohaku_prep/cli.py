@@ -72,6 +72,17 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
           f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
 
 
+@main.command()
+@click.argument("dataset_dir", metavar="DATASET", type=click.Path(file_okay=False))
+def report(dataset_dir) -> None:
+    """Draw a built dataset's report again (report.md, report-*.png, report.html) from its manifest.parquet
+    and summary.json alone."""
+    from kohaku_prep import report as report_module
+
+    for name in report_module.redraw(Path(dataset_dir)):
+        _echo(f"report: {Path(dataset_dir) / name}")
+
+
 @main.command("plan")
 @_preset_option
 @_config_option
