@@ -153,3 +153,43 @@ def html_page(title: str, intro: str, charts: Sequence[Chart], pngs: dict[str, b
             if table.note:
                 lines.append(f"<p>{html.escape(table.note)}</p>")
     return "\n".join(lines + ["</body></html>", ""])
+
+
+def timeline_chart(figure, marks: Sequence, eta: str = "") -> None:
+    """The run along its optimizer steps: warmup, parts, save points and the end. `marks`: plan.Mark rows."""
+    ax = figure.subplots()
+    end = max(m.step for m in marks)
+    warmup = [m.step for m in marks if m.kind == "warmup end"]
+    part_ends = [m.step for m in marks if m.kind == "part end"] + [end]
+    saves = [m.step for m in marks if m.kind == "save"]
+    lanes = ["saves", "parts" if len(part_ends) > 1 else "run", "warmup"]
+    if warmup:
+        ax.barh(2, warmup[0], color=ACCENT)
+        ax.annotate(f"warmup to step {warmup[0]:,}", (warmup[0], 2), xytext=(4, 0), textcoords="offset points",
+                    va="center")
+    start = 0
+    for k, stop in enumerate(part_ends):
+        ax.barh(1, stop - start, left=start, color=KEPT if k % 2 == 0 else MUTED, edgecolor="white")
+        if len(part_ends) > 1:
+            ax.annotate(f"{k + 1}", ((start + stop) / 2, 1), ha="center", va="center", color="white")
+        start = stop
+    ax.vlines(saves, -0.35, 0.35, color=DROPPED)
+    ax.annotate(f"{len(saves)} saves, every {saves[0]:,} steps" if len(saves) > 1 else f"{len(saves)} save",
+                (0, 0), xytext=(0, -14), textcoords="offset points", va="top", fontsize=8)
+    ax.set_yticks(range(3), lanes)
+    ax.set_ylim(-0.9, 2.6)
+    ax.set_xlim(0, end * 1.01)
+    ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_formatter(_thousands())
+    ax.set_title(f"The run: {end:,} optimizer steps" + (f", {eta}" if eta else "")
+                 + (f", {len(part_ends)} parts" if len(part_ends) > 1 else ""), loc="left")
+    seconds = {m.step: m.seconds for m in marks if m.seconds is not None}
+    if seconds and end:
+        per_day = end / (seconds[end] / 86400)
+        top = ax.secondary_xaxis("top", functions=(lambda s: s / per_day, lambda d: d * per_day))
+        top.set_xlabel("days at the planned seconds per step")
+    margins(figure, left=0.8, top=1.0 if seconds else 0.5, bottom=0.6)
+
+
+def timeline_chart_size() -> tuple[float, float]:
+    return (10.0, 3.2)

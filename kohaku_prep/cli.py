@@ -89,12 +89,18 @@ def report(dataset_dir) -> None:
 @click.option("--seconds-per-step", type=float, help="Measured seconds per optimizer step, for an ETA.")
 @click.argument("overrides", nargs=-1)
 def plan_command(preset, config, seconds_per_step, overrides) -> None:
-    """Print the run before it runs: buckets, batches, steps, warmup, saves, ETA and LoKr size."""
+    """Print the run before it runs: buckets, batches, steps, warmup, saves, ETA and LoKr size.
+
+    With run.dir set, also draw the bucket chart and the run's timeline there (plan-*.png).
+    """
     from kohaku_prep import run
 
     resolved = _resolve(preset, config, overrides)
     rp = run.make_plan(resolved.preset)
     click.echo(run.plan_text(rp, resolved.preset, seconds_per_step), nl=False)
+    if resolved.preset.run.dir:
+        for path in run.write_plan_charts(Path(resolved.preset.run.dir), rp, seconds_per_step):
+            _echo(f"chart: {path}")
 
 
 @main.command()

@@ -124,7 +124,7 @@ def timeline(plan: StepPlan, seconds_per_step: float | None, part_ends: Sequence
     return [Mark(step, kind, step * seconds_per_step if seconds_per_step else None) for kind, step in marks]
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     days, rest = divmod(int(round(seconds)), 86400)
     hours, rest = divmod(rest, 3600)
     return (f"{days} d " if days else "") + f"{hours} h {rest // 60:02d} min"
@@ -159,6 +159,6 @@ def plan_lines(plan: StepPlan, seconds_per_step: float | None, lokr_params: int,
         "(before sd-scripts' metadata)",
     ]
     if seconds_per_step:
-        lines.append(f"ETA               {_duration(plan.optimizer_steps * seconds_per_step)} at "
+        lines.append(f"ETA               {duration(plan.optimizer_steps * seconds_per_step)} at "
                      f"{seconds_per_step:g} s per optimizer step")
     return lines

@@ -12,6 +12,7 @@ import platform
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pyarrow.parquet as pq
 
@@ -58,6 +59,32 @@ def make_plan(p: Preset) -> RunPlan:
 def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> str:
     size = rp.network.file_bytes(p.training.save_precision)
     return "\n".join(plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)) + "\n"
+
+
+PLAN_CHARTS = ("plan-buckets.png", "plan-timeline.png")
+
+
+def plan_charts(rp: RunPlan, seconds_per_step: float | None = None, part_ends: Sequence[int] = ()) -> dict[str, bytes]:
+    """The bucket chart and the run's timeline (warmup, parts ending at `part_ends`, saves, ETA), by file name."""
+    from kohaku_prep import charts
+
+    steps = rp.steps
+    rows = plan.bucket_rows(steps.buckets, steps.batch_size)
+    marks = plan.timeline(steps, seconds_per_step, part_ends)
+    eta = f"ETA {plan.duration(marks[-1].seconds)}" if seconds_per_step else ""
+    return {PLAN_CHARTS[0]: charts.png(lambda f: charts.bucket_chart(f, rows, steps.batch_size),
+                                       charts.bucket_chart_size(len(rows))),
+            PLAN_CHARTS[1]: charts.png(lambda f: charts.timeline_chart(f, marks, eta), charts.timeline_chart_size())}
+
+
+def write_plan_charts(run_dir: Path, rp: RunPlan, seconds_per_step: float | None = None,
+                      part_ends: Sequence[int] = ()) -> list[Path]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in plan_charts(rp, seconds_per_step, part_ends).items():
+        write_atomic(run_dir / name, data)
+        written.append(run_dir / name)
+    return written
 
 
 def installed_version(dist: str) -> str:
