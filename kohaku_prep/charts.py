@@ -27,6 +27,12 @@ class Table:
     columns: list[str]
     rows: list[tuple]
     note: str = ""
+    plain: tuple[str, ...] = ()  # columns of numbers printed without thousands separators (pixel sizes)
+
+    def cell(self, at: int, value) -> str:
+        if isinstance(value, int) and self.columns[at] not in self.plain:
+            return f"{value:,}"
+        return f"{value:g}" if isinstance(value, float) else str(value)
 
     def column(self, name: str) -> list:
         at = self.columns.index(name)
@@ -133,9 +139,8 @@ def _html_table(table: Table) -> list[str]:
     lines = [f"<details><summary>{html.escape(table.title)} ({len(table.rows):,} rows)</summary>",
              f"<table><tr>{head}</tr>"]
     for row in table.rows:
-        cells = "".join(f'<td class="n">{v:,}</td>' if isinstance(v, int) else
-                        f'<td class="n">{v:g}</td>' if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-                        for v in row)
+        cells = "".join(f'<td class="n">{table.cell(at, v)}</td>' if isinstance(v, (int, float)) else
+                        f"<td>{html.escape(str(v))}</td>" for at, v in enumerate(row))
         lines.append(f"<tr>{cells}</tr>")
     return lines + ["</table></details>"]
 

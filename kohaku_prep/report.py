@@ -102,7 +102,7 @@ def report_tables(summary: dict, ids: np.ndarray, widths: np.ndarray, heights: n
         "buckets": Table("Buckets sd-scripts will use", ["width", "height", f"images{repeats}", "batches"],
                          plan.bucket_rows(buckets, ds.batch_size),
                          f"{ds.resolution} px, {ds.min_bucket_reso}-{ds.max_bucket_reso}, steps of "
-                         f"{ds.bucket_reso_steps}, batch size {ds.batch_size}"),
+                         f"{ds.bucket_reso_steps}, batch size {ds.batch_size}", plain=("width", "height")),
         "aspect": _aspect_table(widths, heights),
         "megapixels": _megapixel_table(widths, heights),
         "ratings": _counts_table("Rating", caps["ratings"], RATING_ORDER),
@@ -224,13 +224,12 @@ def draw_charts(tables: dict[str, Table], batch_size: int) -> dict[str, bytes]:
 
 
 def _md_table(table: Table) -> list[str]:
-    def cell(v) -> str:
-        text = f"{v:,}" if isinstance(v, int) else f"{v:g}" if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|")
+    def cell(at: int, v) -> str:
+        return table.cell(at, v).replace("|", "\\|")
     numeric = [all(isinstance(r[i], (int, float)) for r in table.rows) for i in range(len(table.columns))]
     lines = ["| " + " | ".join(table.columns) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.rows]
+    lines += ["| " + " | ".join(cell(at, v) for at, v in enumerate(row)) + " |" for row in table.rows]
     return lines + ([""] + [table.note] if table.note else []) + [""]
 
 
