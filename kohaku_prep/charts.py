@@ -68,6 +68,7 @@ def margins(figure, left: float = 0.6, right: float = 0.2, top: float = 0.4, bot
             across: float = 0.6, down: float = 0.6) -> None:
     """Margins and the gaps between subplots (`across`, `down`), in inches."""
     width, height = figure.get_size_inches()
+    left = min(left, 0.6 * width)
     grid = figure.axes[0].get_subplotspec().get_gridspec() if figure.axes else None
     rows, columns = grid.get_geometry() if grid else (1, 1)
     inner_w = max(width - left - right - across * (columns - 1), 0.5)
@@ -77,7 +78,8 @@ def margins(figure, left: float = 0.6, right: float = 0.2, top: float = 0.4, bot
 
 
 def label_inches(labels: Sequence[str]) -> float:
-    return 0.2 + LABEL_INCH * max((len(str(label)) for label in labels), default=1)
+    """Room for the longest of `labels` as drawn (shortened)."""
+    return 0.2 + LABEL_INCH * max((len(short(str(label))) for label in labels), default=1)
 
 
 def short(text: str, width: int = 36) -> str:

@@ -154,7 +154,7 @@ def _draw_selection(figure, stages: Table, pools: Table) -> None:
     per_pool.legend(loc="lower right")
     per_pool.set_title("Per pool: posts in its id range, sampled, and written after every filter", loc="left")
     per_pool.xaxis.set_major_formatter(charts._thousands())
-    charts.margins(figure, left=charts.label_inches([charts.short(n) for n in stages.column("stage")]), down=0.5)
+    charts.margins(figure, left=charts.label_inches(stages.column("stage")), down=0.5)
 
 
 def _draw_sizes(figure, aspect: Table, megapixels: Table) -> None:
@@ -189,7 +189,7 @@ def _draw_tags(figure, table: Table) -> None:
         charts.barh(ax, [r[1] for r in rows], [r[2] for r in rows], category)
     for ax in axes[len(categories):]:
         ax.set_axis_off()
-    labels = charts.label_inches([charts.short(tag) for tag in table.column("tag")])
+    labels = charts.label_inches(table.column("tag"))
     charts.margins(figure, left=labels, across=labels + 0.2, down=0.5)
 
 

@@ -224,3 +224,10 @@ def test_summary_names_the_report_inputs(sample_dataset):
     with pytest.raises(PrepError, match="summary.json has no 'pools'"):
         report.report_tables({k: v for k, v in summary.items() if k != "pools"}, np.zeros(0, np.int64),
                              np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+
+def test_long_reasons_and_stage_names_fit():
+    reasons = report.Table("Images not written", ["reason", "images"],
+                           [("unreadable (" + "x" * 200 + ")", 3), ("not a decodable image", 1)])
+    from kohaku_prep import charts
+    assert charts.png(lambda f: report._draw_not_written(f, reasons), (7, 2)).startswith(PNG)
