@@ -32,7 +32,8 @@ TAG_GRID = (2, 3)  # rows, columns: the five categories
 
 
 def caption_record(ratings: dict, qualities: dict, years: dict, top: list, by_category: dict) -> dict:
-    """What summary.json keeps of the captions for the report (counts over the images written)."""
+    """What summary.json keeps of the captions for the report: the tags' counts over the images written,
+    the most frequent tags' over every post captioned."""
     def named(counts: dict) -> dict:
         return {("(none)" if k is None else k): int(n) for k, n in counts.items()}
     return {"ratings": {RATING_ORDER[r]: int(n) for r, n in ratings.items()}, "quality": named(qualities),
