@@ -70,6 +70,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     _echo("\n".join(dataset_files.stage_lines([Stage(**s) for s in summary["stages"]])))
     _echo(f"dataset: {summary['images']['written']:,} images with captions in "
           f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
+    _echo(f"report: {Path(resolved.preset.output.dir) / 'report.html'} (and report.md with its charts)")
 
 
 @main.command()

@@ -16,14 +16,14 @@ from kohaku_prep import charts, dataset_files, plan
 from kohaku_prep.charts import Chart, Table
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.metadata import CATEGORY_NAMES
+from kohaku_prep.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
+from kohaku_prep.metadata import CATEGORY_NAMES, RATING_NAMES
 from kohaku_prep.preset import DatasetSection
 from kohaku_prep.selection import Stage
 
-RATING_ORDER = ["general (safe)", "sensitive (sensitive)", "questionable (nsfw)", "explicit (explicit, nsfw)"]
-QUALITY_ORDER = ["masterpiece", "best quality", "great quality", "good quality", "normal quality", "low quality",
-                 "worst quality", "(none)"]
-YEAR_ORDER = ["old", "early", "mid", "recent", "newest", "(none)"]
+RATING_ORDER = [f"{name} ({tag})" for name, tag in zip(RATING_NAMES, RATING_TAGS)]
+QUALITY_ORDER = [*reversed(QUALITY_TAGS), "(none)"]
+YEAR_ORDER = [band for _, band in YEAR_BANDS] + ["(none)"]
 TOP_TAGS, TOP_TAGS_PER_CATEGORY = 50, 20
 # aspect ratio (width / height) bins a quarter of an octave wide, the square bin centred on 1:1
 ASPECT_STEPS = np.arange(-8, 9)

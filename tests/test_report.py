@@ -231,3 +231,12 @@ def test_long_reasons_and_stage_names_fit():
                            [("unreadable (" + "x" * 200 + ")", 3), ("not a decodable image", 1)])
     from kohaku_prep import charts
     assert charts.png(lambda f: report._draw_not_written(f, reasons), (7, 2)).startswith(PNG)
+
+
+def test_matplotlib_is_imported_only_to_draw():
+    import subprocess
+    import sys
+    code = ("import sys; from kohaku_prep import build, cli, report, run, run_logs; "
+            "print(sorted(m for m in ('matplotlib', 'tensorboard') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
