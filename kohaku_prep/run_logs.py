@@ -104,11 +104,8 @@ def _per_step(events: list, steps: np.ndarray, offset: int, how: str) -> np.ndar
     return out
 
 
-def _read_launch(log_dir: Path, offset: int) -> _Launch | None:
-    scalars: dict[str, list] = {}
-    for folder in event_folders(log_dir):
-        for tag, events in _read_scalars(folder).items():
-            scalars.setdefault(tag, []).extend(events)
+def _read_launch(folder: Path, offset: int) -> _Launch | None:
+    scalars = _read_scalars(folder)
     loss_events = scalars.get(LOSS_TAG, [])
     if not loss_events:
         return None
@@ -135,12 +132,15 @@ def smoothed(values: np.ndarray, weight: float = SMOOTHING) -> np.ndarray:
 def read_run_logs(launches: Sequence[tuple[Path, int]], images_per_step: int | None = None,
                   smoothing: float = SMOOTHING) -> RunLogs:
     """The series of a run from its launches in order: (log folder, optimizer steps to add to the steps it
-    logged: 0 where the trainer logged cumulative steps itself). A later launch replaces what earlier ones
+    logged: 0 where the trainer logged cumulative steps itself, as it does when it resumes a saved state
+    with --skip_until_initial_step). A later launch replaces what earlier ones
     logged from its first step on (a part restarted from an earlier state). `images_per_step`: the
     effective batch (batch size x accumulation x processes), for images per second."""
     kept: list[_Launch] = []
-    for log_dir, offset in launches:
-        launch = _read_launch(Path(log_dir), offset)
+    # a folder above several launches' event folders (logging_dir itself) stands for them all, in name
+    # order, which is the trainer's timestamp order
+    for folder, offset in [(f, offset) for log_dir, offset in launches for f in event_folders(Path(log_dir))]:
+        launch = _read_launch(folder, offset)
         if launch is None:
             continue
         first = launch.steps[0]

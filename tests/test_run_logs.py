@@ -85,6 +85,18 @@ def test_log_folder_given_above_the_event_folders(tmp_path):
     assert logs.last_step == 4 and logs.images_per_second is None
 
 
+def test_logging_dir_given_whole_reads_each_launch_apart(tmp_path):
+    # the trainer's logging_dir: one timestamped folder per launch, each logging cumulative steps
+    write_launch(tmp_path / "logs" / "20260101000000", range(1, 41), 0.0, 10.0)
+    write_launch(tmp_path / "logs" / "20260102000000", range(31, 61), 9000.0, 5.0)
+    logs = run_logs.read_run_logs([(tmp_path / "logs", 0)])
+    assert logs.launch_starts == [1, 31] and logs.loss.steps.tolist() == list(range(1, 61))
+    assert logs.loss.values[35] == pytest.approx(np.mean([np.float32(loss_of(36, m)) for m in range(ACCUMULATION)]))
+    assert 31 not in logs.seconds_per_step.steps
+    by_step = dict(zip(logs.seconds_per_step.steps.tolist(), logs.seconds_per_step.values.tolist()))
+    assert by_step[30] == pytest.approx(10.0) and by_step[40] == pytest.approx(5.0)  # the later launch's
+
+
 def test_no_logs_yet(tmp_path):
     (tmp_path / "empty").mkdir()
     logs = run_logs.read_run_logs([(tmp_path / "empty", 0), (tmp_path / "missing", 0)], images_per_step=4)
