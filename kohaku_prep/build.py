@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import __version__, bad_metadata, captions, dataset_files, images, metadata, selection, years
+from kohaku_prep import (__version__, bad_metadata, captions, dataset_files, images, metadata, report, selection,
+                         years)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
@@ -312,15 +313,16 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         per = p.output.ids_per_folder
         image_dirs = [final / dataset_files.folder_of(f * per, per) for f in np.unique(written // per).tolist()]
         write_atomic(staging / "dataset.toml", dataset_files.dataset_toml(p.dataset, image_dirs, header))
-        summary = _summary(resolved, plan, stages, failures, len(image_dirs))
+        caption_record = report.caption_record(
+            dataset_files.value_counts(plan.posts["rating"].take(rows)),
+            dataset_files.value_counts(plan.caps.quality.take(rows)),
+            dataset_files.value_counts(plan.caps.year.take(rows)),
+            captions.top_tags(plan.caps.tag_counts, report.TOP_TAGS),
+            captions.top_tags_by_category(plan.caps.tag_counts, report.TOP_TAGS_PER_CATEGORY))
+        summary = _summary(resolved, plan, stages, failures, len(image_dirs), caption_record)
         write_atomic(staging / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
         write_atomic(staging / "preset.toml", resolved.to_toml())
-        report = dataset_files.report_markdown(
-            stages, dataset_files.value_counts(plan.posts["rating"].take(rows)),
-            dataset_files.value_counts(plan.caps.year.take(rows)),
-            dataset_files.value_counts(plan.caps.quality.take(rows)),
-            captions.top_tags(plan.caps.tag_counts, 50), dict(failures))
-        write_atomic(staging / "report.md", report)
+        report.write_report(staging, summary, written, manifest["width"].to_numpy(), manifest["height"].to_numpy())
     os.sync()  # every file on disk before the folder is published under its final name
     (staging / ".lock").unlink()
     (staging / ".build-key").unlink()
@@ -338,10 +340,14 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
 def versions() -> dict[str, str]:
     from importlib.metadata import version
     return {"kohaku-prep": __version__, "python": platform.python_version(),
-            **{name: version(name) for name in ("numpy", "pyarrow", "pillow")}}
+            **{name: version(name) for name in ("numpy", "pyarrow", "pillow", "matplotlib")}}
 
 
-def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_folders: int) -> dict:
+def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_folders: int,
+             caption_record: dict) -> dict:
+    p = resolved.preset
+    pools = [{"stage": selection.pool_name(pool.start, pool.end), "start": pool.start, "end": pool.end}
+             for pool in sorted(p.selection.pools, key=lambda pool: pool.start)]
     return {
         "preset": {"layers": resolved.layers, "overrides": resolved.overrides},
         "seed": resolved.preset.selection.seed,
@@ -352,4 +358,9 @@ def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_
                    "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
         "inputs": plan.inputs,
         "versions": versions(),
+        # what the report draws from, beside the manifest: the caption tags' counts over the images
+        # written, the pools' id ranges, and the bucket settings that plan.py simulates sd-scripts with
+        "captions": caption_record,
+        "pools": pools,
+        "dataset": asdict(p.dataset),
     }

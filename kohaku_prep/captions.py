@@ -57,7 +57,7 @@ class Captions:
     text: pa.ChunkedArray  # large_string, one per selected post
     year: pa.ChunkedArray  # the year tag or null
     quality: pa.ChunkedArray  # the quality tag or null
-    tag_counts: pa.Table  # tag (formatted), count: times it appears in the captions
+    tag_counts: pa.Table  # tag (formatted), category (metadata's code), count: times it appears in the captions
     ids: np.ndarray | None = None  # the posts captioned, sorted: caption_posts' ids less those left out for bad tags
 
 
@@ -133,6 +133,9 @@ def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fa
     section = np.where(category == GENERAL, np.where(is_special[name_index], 0, 4),
                        np.where(category == META, 5, category))
     post_index, name_index, section = tags.post_index[keep], name_index[keep], section[keep]
+    # per (tag, category): a flat dump may file one name under two categories
+    counts = np.bincount(name_index * len(metadata.CATEGORY_NAMES) + category[keep],
+                         minlength=len(vocab) * len(metadata.CATEGORY_NAMES))
     order = np.argsort(post_index * 8 + section, kind="stable")
     post_index, name_index, section = post_index[order], name_index[order], section[order]
 
@@ -146,9 +149,10 @@ def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fa
     text = pc.binary_join_element_wise(head, tail, _large(f", {KEEP_SEPARATOR}"),
                                        null_handling="replace", null_replacement="")
 
-    counts = np.bincount(name_index, minlength=len(vocab))
-    used = counts > 0
-    tag_counts = pa.table({"tag": formatted.filter(pa.array(used)), "count": counts[used]})
+    used = np.flatnonzero(counts)
+    tag_counts = pa.table({"tag": formatted.take(pa.array(used // len(metadata.CATEGORY_NAMES))),
+                           "category": pa.array(used % len(metadata.CATEGORY_NAMES), pa.int8()),
+                           "count": counts[used]})
     return Captions(*(pa.chunked_array([column]) for column in (text, year, quality)), tag_counts)
 
 
@@ -219,12 +223,28 @@ def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray,
         column = pa.chunked_array([c for p in parts for c in getattr(p, field).chunks], pa.large_string())
         return column if order is None else column.take(order)
 
-    counts = pa.concat_tables([p.tag_counts for p in parts]).group_by("tag").aggregate([("count", "sum")])
-    return Captions(joined("text"), joined("year"), joined("quality"),
-                    counts.rename_columns(["tag", "count"]), ids[np.sort(captioned)])
+    summed = pa.concat_tables([p.tag_counts for p in parts]).group_by(["tag", "category"]).aggregate(
+        [("count", "sum")])
+    counts = pa.table({"tag": summed["tag"], "category": summed["category"], "count": summed["count_sum"]})
+    return Captions(joined("text"), joined("year"), joined("quality"), counts, ids[np.sort(captioned)])
+
+
+def _ranked(counts: pa.Table, n: int) -> list[tuple[str, int]]:
+    ranked = counts.sort_by([("count", "descending"), ("tag", "ascending")]).slice(0, n)
+    return list(zip(ranked["tag"].to_pylist(), ranked["count"].to_pylist()))
 
 
 def top_tags(tag_counts: pa.Table, n: int) -> list[tuple[str, int]]:
-    """The n most frequent tags, ties by name."""
-    ranked = tag_counts.sort_by([("count", "descending"), ("tag", "ascending")]).slice(0, n)
-    return list(zip(ranked["tag"].to_pylist(), ranked["count"].to_pylist()))
+    """The n most frequent tags whatever their category, ties by name."""
+    summed = tag_counts.group_by("tag").aggregate([("count", "sum")])
+    return _ranked(pa.table({"tag": summed["tag"], "count": summed["count_sum"]}), n)
+
+
+def top_tags_by_category(tag_counts: pa.Table, n: int) -> dict[str, list[tuple[str, int]]]:
+    """The n most frequent tags of each category that has any, by category name."""
+    out = {}
+    for code, name in enumerate(metadata.CATEGORY_NAMES):
+        of_category = tag_counts.filter(pc.equal(tag_counts["category"], code))
+        if of_category.num_rows:
+            out[name] = _ranked(of_category.select(["tag", "count"]), n)
+    return out

@@ -71,6 +71,18 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     _echo("\n".join(dataset_files.stage_lines([Stage(**s) for s in summary["stages"]])))
     _echo(f"dataset: {summary['images']['written']:,} images with captions in "
           f"{summary['images']['subset_folders']:,} folder(s) under {resolved.preset.output.dir}")
+    _echo(f"report: {Path(resolved.preset.output.dir) / 'report.html'} (and report.md with its charts)")
+
+
+@main.command()
+@click.argument("dataset_dir", metavar="DATASET", type=click.Path(file_okay=False))
+def report(dataset_dir) -> None:
+    """Draw a built dataset's report again (report.md, report-*.png, report.html) from its manifest.parquet
+    and summary.json alone."""
+    from kohaku_prep import report as report_module
+
+    for name in report_module.redraw(Path(dataset_dir)):
+        _echo(f"report: {Path(dataset_dir) / name}")
 
 
 @main.command()
@@ -117,12 +129,19 @@ def _convert(src: Path, out: Path, skip_bad: bool) -> None:
 @click.option("--seconds-per-step", type=float, help="Measured seconds per optimizer step, for an ETA.")
 @click.argument("overrides", nargs=-1)
 def plan_command(preset, config, seconds_per_step, overrides) -> None:
-    """Print the run before it runs: buckets, batches, steps, warmup, saves, ETA and LoKr size."""
+    """Print the run before it runs: buckets, batches, steps, warmup, saves, ETA and LoKr size.
+
+    With run.dir set, also draw the bucket chart and the run's timeline there (plan-*.png).
+    """
     from kohaku_prep import run
 
     resolved = _resolve(preset, config, overrides)
     rp = run.make_plan(resolved.preset)
     click.echo(run.plan_text(rp, resolved.preset, seconds_per_step), nl=False)
+    if resolved.preset.run.dir:
+        run.check_run_folder(Path(resolved.preset.run.dir))  # never drawn among the user's own files
+        for path in run.write_plan_charts(Path(resolved.preset.run.dir), rp, resolved.preset, seconds_per_step):
+            _echo(f"chart: {path}")
 
 
 @main.command()
@@ -177,10 +196,12 @@ def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, over
                *(["--config", config] if config else []), *(["--sd-scripts", sd_scripts] if sd_scripts else []),
                *overrides]
     run.write_run_folder(resolved, rp, checkout, command, os.getcwd())
+    run.write_plan_charts(run_dir, rp, p)
     if dry_run:
         index = min(chain.first_unfinished(paths, count), count - 1)
         argv = run.write_part_folder(p, rp, paths, index, checkout, preset)
-        _echo(f"run folder: {run_dir} (command.sh, preset.toml, plan.txt, parts.json, versions.json, run.json, "
+        _echo(f"run folder: {run_dir} (command.sh, preset.toml, plan.txt, plan-buckets.png, plan-timeline.png, "
+              "parts.json, versions.json, run.json, "
               f"lycoris_preset.toml{', prompts.txt' if p.samples.prompts else ''}); part {index + 1} of {count} in "
               f"{paths.part(index).root} (command.sh, train.toml, dataset.toml, images/)")
         click.echo(" ".join(argv))
@@ -193,11 +214,16 @@ def train(preset, config, check, dry_run, resume, force_resume, sd_scripts, over
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--losses", default=5, show_default=True, help="How many of the last logged losses to show.")
-def status(run_dir, losses) -> None:
+@click.option("--plot", is_flag=True, help="Also draw dashboard.png and dashboard.html in the run folder: loss, "
+                                           "learning rate, seconds per step and images per second over all parts.")
+def status(run_dir, losses, plot) -> None:
     """Where a run stands: its part, cumulative step, elapsed time, speed, ETA and last losses."""
     from kohaku_prep import status as status_module
 
     click.echo("\n".join(status_module.status_lines(Path(run_dir), losses)))
+    if plot:
+        for path in status_module.write_dashboard(Path(run_dir)):
+            _echo(f"chart: {path}")
 
 
 @main.command()

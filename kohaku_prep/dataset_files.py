@@ -1,4 +1,4 @@
-"""What a built dataset holds besides images and captions: layout, dataset TOML, manifest, report.
+"""What a built dataset holds besides images and captions: layout, dataset TOML, manifest, stage table.
 
 Pure builders: each returns text or a table; the build runner writes them.
 """
@@ -11,8 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep.captions import KEEP_SEPARATOR, QUALITY_TAGS, RATING_TAGS
-from kohaku_prep.metadata import RATING_NAMES
+from kohaku_prep.captions import KEEP_SEPARATOR
 from kohaku_prep.preset import DatasetSection
 from kohaku_prep.selection import Stage
 from kohaku_prep.tomlout import dumps
@@ -64,19 +63,6 @@ MANIFEST_SCHEMA = pa.schema([
 ])
 
 
-def _table_lines(title: str, counts: Counter, order: list[str]) -> list[str]:
-    total = sum(counts.values()) or 1
-    lines = [f"## {title}", "", "| | images | share |", "|---|---:|---:|"]
-    for name in order:
-        if counts.get(name):
-            lines.append(f"| {name} | {counts[name]:,} | {100 * counts[name] / total:.1f}% |")
-    return lines + [""]
-
-
-def _none_named(counts: Counter) -> Counter:
-    return Counter({("(none)" if k is None else k): n for k, n in counts.items()})
-
-
 def stage_lines(stages: list[Stage]) -> list[str]:
     width = max(len(s.name) for s in stages)
     lines = [f"{'stage':<{width}}  {'kept':>11}  {'dropped':>11}  note"]
@@ -88,17 +74,3 @@ def stage_lines(stages: list[Stage]) -> list[str]:
 def value_counts(values: pa.Array) -> Counter:
     """Counts of each value, nulls under None."""
     return Counter({row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()})
-
-
-def report_markdown(stages: list[Stage], ratings: Counter, years: Counter, qualities: Counter,
-                    tag_counts: list[tuple[str, int]], failures: dict[str, int]) -> str:
-    lines = ["# Dataset report", "", "## Selection", "", "```", *stage_lines(stages), "```", ""]
-    if failures:
-        lines += ["## Images not written", ""] + [f"- {why}: {n:,}" for why, n in sorted(failures.items())] + [""]
-    rating_names = [f"{n} ({t})" for n, t in zip(RATING_NAMES, RATING_TAGS)]
-    lines += _table_lines("Rating", Counter({rating_names[r]: n for r, n in ratings.items()}), rating_names)
-    lines += _table_lines("Quality tag", _none_named(qualities), list(reversed(QUALITY_TAGS)) + ["(none)"])
-    lines += _table_lines("Year tag", _none_named(years), ["old", "early", "mid", "recent", "newest", "(none)"])
-    lines += ["## Most frequent tags", "", "| tag | in captions |", "|---|---:|"]
-    lines += [f"| {tag.replace('|', chr(92) + '|')} | {n:,} |" for tag, n in tag_counts] + [""]
-    return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -99,18 +100,59 @@ def step_plan(buckets: list[tuple[tuple[int, int], int]], p: Preset) -> StepPlan
         warmup_scheduler_steps=warmup_scheduler_steps(p))
 
 
+def bucket_rows(buckets: list[tuple[tuple[int, int], int]], batch_size: int) -> list[tuple[int, int, int, int]]:
+    """(width, height, images, batches) of each used bucket, by aspect ratio, tallest first: the plan's
+    histogram, its chart and the dataset report's all read these rows."""
+    ordered = sorted(buckets, key=lambda b: (b[0][0] / b[0][1], b[0]))
+    return [(w, h, n, math.ceil(n / batch_size)) for (w, h), n in ordered]
+
+
+@dataclass
+class Mark:
+    """A point on the run's timeline, in cumulative optimizer steps."""
+
+    step: int
+    kind: str  # "warmup end", "save", "part end" or "end"
+    seconds: float | None  # from the start, at the planned seconds per step
+
+
+MARK_ORDER = ("warmup end", "part end", "save", "end")
+
+
+def timeline(plan: StepPlan, seconds_per_step: float | None, part_ends: Sequence[int] = (),
+             saves: Sequence[int] = ()) -> list[Mark]:
+    """The warmup's end, every save point (`saves`: where a LoKr is kept), the end of each part of a run
+    trained in parts (`part_ends`: cumulative optimizer steps; the last part ends with the run) and the
+    run's end, in step order."""
+    total = plan.optimizer_steps
+    marks = [("warmup end", min(plan.warmup_optimizer_steps, total))] if plan.warmup_optimizer_steps else []
+    marks += [("part end", step) for step in sorted(set(part_ends)) if 0 < step < total]
+    marks += [("save", step) for step in saves]
+    marks.append(("end", total))
+    marks.sort(key=lambda m: (m[1], MARK_ORDER.index(m[0])))
+    return [Mark(step, kind, step * seconds_per_step if seconds_per_step else None) for kind, step in marks]
+
+
 def duration(seconds: float) -> str:
     days, rest = divmod(int(round(seconds)), 86400)
     hours, rest = divmod(rest, 3600)
     return (f"{days} d " if days else "") + f"{hours} h {rest // 60:02d} min"
 
 
-def plan_lines(plan: StepPlan, seconds_per_step: float | None, lokr_params: int, lokr_bytes: int,
-               top_buckets: int = 12) -> list[str]:
+def histogram_lines(rows: list[tuple[int, int, int, int]], width: int = 24) -> list[str]:
+    """One line per bucket: its size, images, batches and a bar of its images against the largest."""
+    largest = max((r[2] for r in rows), default=1)
+    lines = [f"  {'bucket':>11} {'images':>11} {'batches':>10}"]
+    for w, h, n, batches in rows:
+        bar = "#" * round(width * n / largest) or "."
+        lines.append(f"  {w:>4} x {h:<4} {n:>11,} {batches:>10,}  {bar}")
+    return lines
+
+
+def plan_lines(plan: StepPlan, seconds_per_step: float | None, lokr_params: int, lokr_bytes: int) -> list[str]:
     lines = [f"images            {plan.images:,}",
-             f"buckets           {len(plan.buckets)} used; the largest:"]
-    for reso, n in sorted(plan.buckets, key=lambda b: (-b[1], b[0]))[:top_buckets]:
-        lines.append(f"  {reso[0]:>4} x {reso[1]:<4} {n:>11,} images  {math.ceil(n / plan.batch_size):>10,} batches")
+             f"buckets           {len(plan.buckets)} used, by aspect ratio (tallest first):",
+             *histogram_lines(bucket_rows(plan.buckets, plan.batch_size))]
     lines += [
         f"batches           {plan.batches:,} per epoch (partly filled buckets round up)",
         f"effective batch   {plan.effective_batch} = {plan.batch_size} per GPU x {plan.accumulation} accumulation"

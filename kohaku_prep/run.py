@@ -15,6 +15,7 @@ import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -88,6 +89,35 @@ def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
+PLAN_CHARTS = ("plan-buckets.png", "plan-timeline.png")
+
+
+def plan_charts(steps: plan.StepPlan, seconds_per_step: float | None = None, part_ends: Sequence[int] = (),
+                saves: Sequence[int] = ()) -> dict[str, bytes]:
+    """The bucket chart and the run's timeline (warmup, parts ending at `part_ends`, kept LoKr files at
+    `saves`, ETA), by file name."""
+    from kohaku_prep import charts
+
+    rows = plan.bucket_rows(steps.buckets, steps.batch_size)
+    marks = plan.timeline(steps, seconds_per_step, part_ends, saves)
+    eta = f"ETA {plan.duration(marks[-1].seconds)}" if seconds_per_step else ""
+    return {PLAN_CHARTS[0]: charts.png(lambda f: charts.bucket_chart(f, rows, steps.batch_size),
+                                       charts.bucket_chart_size(len(rows))),
+            PLAN_CHARTS[1]: charts.png(lambda f: charts.timeline_chart(f, marks, eta), charts.timeline_chart_size())}
+
+
+def write_plan_charts(run_dir: Path, rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> list[Path]:
+    """The plan's charts in the run folder, with the run's parts and kept LoKr files."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    parts = rp.parts.parts
+    saves = parts_module.cadence_ends(parts, p.saving.every_n_steps)
+    for name, data in plan_charts(rp.steps, seconds_per_step, [q.end_step for q in parts], saves).items():
+        write_atomic(run_dir / name, data)
+        written.append(run_dir / name)
+    return written
+
+
 def installed_version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -121,10 +151,11 @@ def read_run_record(run_dir: Path) -> dict[str, str] | None:
 
 
 def check_run_folder(run_dir: Path) -> bool:
-    """True when `run_dir` holds a run of this tool (its run.json); False when it is new or empty.
+    """True when `run_dir` holds a run of this tool (its run.json); False when it is new, empty or holds
+    only the plan's charts.
     Anything else is the user's and is refused: the tool writes and deletes only in its own run folders."""
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return False
+    if not run_dir.exists() or (run_dir.is_dir() and {f.name for f in run_dir.iterdir()} <= set(PLAN_CHARTS)):
+        return False  # new, empty, or holding only what `plan` drew
     if not run_dir.is_dir():
         raise PrepError(f"{run_dir}: run.dir names a file; give a new or empty folder")
     if not (run_dir / resume.RUN_RECORD).is_file():

@@ -40,7 +40,7 @@ def sample_pool(ids: np.ndarray, take: int, seed: int) -> np.ndarray:
     return np.sort(ids[order[:take]])
 
 
-def _pool_name(start: int, end: int | None) -> str:
+def pool_name(start: int, end: int | None) -> str:
     return f"pool [{start:,}, {'∞' if end is None else f'{end:,}'})"
 
 
@@ -76,7 +76,7 @@ def select(posts: pa.Table, selection: SelectionSection, filters: FiltersSection
             picked = sample_pool(pool_ids, pool.take, selection.seed)
             note = f"sampled {pool.take:,} of {len(pool_ids):,}, seed {selection.seed}"
         chosen.append(picked)
-        stages.append(Stage(_pool_name(pool.start, pool.end), len(picked), len(pool_ids) - len(picked), note))
+        stages.append(Stage(pool_name(pool.start, pool.end), len(picked), len(pool_ids) - len(picked), note))
     outside = int((~in_some_pool).sum())
     if outside:
         stages.append(Stage("outside every pool", 0, outside))

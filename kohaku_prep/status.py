@@ -8,14 +8,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import tomllib
 from pathlib import Path
 
+from kohaku_prep import run_logs
 from kohaku_prep.errors import PrepError
+from kohaku_prep.fsutil import write_atomic
 from kohaku_prep.plan import STARTUP_GPU_ESTIMATE_SECONDS, duration
 from kohaku_prep.training import RunPaths
-
-LOSS_TAG = "loss/current"  # sd-scripts' train_network.py logs the step's loss under this tag
-
 
 def _read_json(path: Path) -> dict | list | None:
     try:
@@ -34,26 +34,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def part_losses(logs: Path) -> list[tuple[int, float]]:
-    """(launch step, loss) from the newest TensorBoard log folder of one part (a retried launch leaves
-    an older folder behind), read with TensorBoard's own event reader."""
-    runs = sorted(d for d in logs.iterdir() if d.is_dir()) if logs.is_dir() else []
-    if not runs:
-        return []
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def effective_batch(paths: RunPaths) -> int | None:
+    """Images a step, from the run's resolved preset."""
+    try:
+        p = tomllib.loads((paths.root / "preset.toml").read_text())
+        return p["dataset"]["batch_size"] * p["schedule"]["gradient_accumulation_steps"] * p["launch"]["num_processes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
-    events = EventAccumulator(str(runs[-1]), size_guidance={"scalars": 0})
-    events.Reload()
-    if LOSS_TAG not in events.Tags().get("scalars", []):
-        return []
-    return [(e.step, e.value) for e in events.Scalars(LOSS_TAG)]
+
+def read_logs(paths: RunPaths, table: list[dict]) -> run_logs.RunLogs:
+    """Every part's TensorBoard logs in cumulative steps: each launch logs its own steps from 0."""
+    return run_logs.read_run_logs([(paths.part(i).logging_dir, row["start_step"]) for i, row in enumerate(table)],
+                                  effective_batch(paths))
+
+
+def write_dashboard(run_dir: Path) -> list[Path]:
+    """dashboard.png and dashboard.html in the run folder, redrawn from its logs."""
+    paths = RunPaths(run_dir.resolve())
+    logs = read_logs(paths, _parts_table(paths))
+    png = run_logs.dashboard_png(logs)
+    targets = [paths.root / "dashboard.png", paths.root / "dashboard.html"]
+    write_atomic(targets[0], png)
+    write_atomic(targets[1], run_logs.dashboard_html(logs, f"Run {paths.root.name}", png))
+    return targets
+
+
+def _parts_table(paths: RunPaths) -> list[dict]:
+    table = _read_json(paths.parts_table)
+    if not isinstance(table, list) or not table:
+        raise PrepError(f"{paths.root}: not a run folder of kohaku-prep (no readable {paths.parts_table.name})")
+    return table
 
 
 def status_lines(run_dir: Path, last_losses: int = 5, now: datetime.datetime | None = None) -> list[str]:
     paths = RunPaths(run_dir.resolve())
-    table = _read_json(paths.parts_table)
-    if not isinstance(table, list) or not table:
-        raise PrepError(f"{run_dir}: not a run folder of kohaku-prep (no readable {paths.parts_table.name})")
+    table = _parts_table(paths)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     total, count = table[-1]["end_step"], len(table)
     done = [_read_json(paths.part(i).done) for i in range(count)]
@@ -85,12 +101,11 @@ def status_lines(run_dir: Path, last_losses: int = 5, now: datetime.datetime | N
     else:
         low, high = STARTUP_GPU_ESTIMATE_SECONDS
         lines.append(f"speed      not measured until a part finishes (start-up ~{low // 60}-{high // 60} min a launch)")
-    losses = []
-    for i, row in enumerate(table):
-        losses += [(row["start_step"] + s, v) for s, v in part_losses(paths.part(i).logging_dir)]
-    if losses:
-        shown = ", ".join(f"{s:,}: {v:.4f}" for s, v in losses[-last_losses:])
-        lines.append(f"losses     (cumulative step: loss) {shown}")
+    logs = read_logs(paths, table)
+    if len(logs.loss):
+        shown = ", ".join(f"{int(s):,}: {v:.4f}" for s, v in zip(logs.loss.steps[-last_losses:],
+                                                                logs.loss.values[-last_losses:], strict=True))
+        lines.append(f"losses     (cumulative step: loss, the mean of its micro-batches) {shown}")
     lokr = sorted(paths.output_dir.glob("*.safetensors")) if paths.output_dir.is_dir() else []
     if lokr:
         lines.append(f"LoKr       {', '.join(f.name for f in lokr)} in {paths.output_dir}")

@@ -427,7 +427,7 @@ def test_cli_epsilon_is_lenient_and_reports(tmp_path):
                      result.output, re.M)
     assert re.search(r"^bad tag: holds '\|\|\|' +6 +1  first: tag.parquet, post 5, meta tag '\|\|\|'$",
                      result.output, re.M)
-    assert lines[-1].startswith("dataset: 6 images with captions")
+    assert lines[-2].startswith("dataset: 6 images with captions") and lines[-1].startswith("report: ")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["bad_metadata"] == {"mode": "skip", "left_out": {
         "bad metadata: unknown rating": 1, "bad metadata: fav_count null or negative": 1, "bad tag: holds '|||'": 1}}

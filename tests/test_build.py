@@ -74,10 +74,11 @@ def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset,
     out = tmp_path / "normalized"
     monkeypatch.setattr(metadata, "_CHUNK_POSTS", 61)  # captions in other chunks than the flat build's
     monkeypatch.setattr(build, "MANIFEST_ROW_GROUP", 500)
-    build_sample(sample_root, out, shape="normalized")
+    normalized = build_sample(sample_root, out, shape="normalized")
     monkeypatch.undo()
     monkeypatch.setattr(build, "MANIFEST_ROW_GROUP", 500)
-    build_sample(sample_root, tmp_path / "flat")
+    flat = build_sample(sample_root, tmp_path / "flat")
+    assert normalized["captions"] == flat["captions"]  # tag categories from the tag table and from the columns
     assert (out / "manifest.parquet").read_bytes() == (tmp_path / "flat" / "manifest.parquet").read_bytes()
     assert pq.read_table(out / "manifest.parquet").equals(pq.read_table(sample_dataset / "manifest.parquet"))
     assert_same_tree(out / "images", sample_dataset / "images")
@@ -87,7 +88,7 @@ def test_rebuild_is_byte_identical(sample_root, sample_dataset, tmp_path):
     out = tmp_path / "again"
     build_sample(sample_root, out)
     assert_same_tree(out / "images", sample_dataset / "images")
-    for name in ("manifest.parquet", "report.md"):
+    for name in ("manifest.parquet", "report.md", "report.html", "report-tags.png"):
         assert (out / name).read_bytes() == (sample_dataset / name).read_bytes()
 
 

@@ -81,3 +81,53 @@ def test_eta(seconds, text):
 def test_max_steps_ends_the_run_early():
     p = epsilon("schedule.max_steps=2")
     assert plan.step_plan(card_buckets(), p).optimizer_steps == 2
+
+
+def test_histogram_lists_every_bucket_by_aspect_ratio():
+    steps = plan.step_plan(card_buckets(), epsilon())
+    rows = plan.bucket_rows(steps.buckets, steps.batch_size)
+    assert [(w, h) for w, h, _, _ in rows] == sorted(((w, h) for (w, h), _ in steps.buckets), key=lambda r: r[0] / r[1])
+    assert sum(r[3] for r in rows) == steps.batches and sum(r[2] for r in rows) == steps.images
+    lines = plan.plan_lines(steps, None, 1, 1)
+    body = [line for line in lines if " x " in line and line.endswith("#")]
+    assert len(body) == len(steps.buckets) == 60
+    largest = max(r[2] for r in rows)
+    for line, (w, h, n, batches) in zip(body, rows):
+        assert line.split()[:5] == [str(w), "x", str(h), f"{n:,}", f"{batches:,}"]
+        assert line.split()[5] == "#" * round(24 * n / largest)
+
+
+def test_timeline_marks_warmup_parts_saves_and_end():
+    steps = plan.step_plan(card_buckets(), epsilon())
+    saves = list(range(2000, 20_001, 2000))
+    marks = plan.timeline(steps, 49.5, part_ends=[5000, 10_000, 15_000, 20_354, 30_000], saves=saves)
+    kinds = [(m.kind, m.step) for m in marks]
+    assert kinds[0] == ("warmup end", 1000)
+    assert [s for k, s in kinds if k == "part end"] == [5000, 10_000, 15_000]  # the run's own end is no part end
+    assert [s for k, s in kinds if k == "save"] == saves
+    assert kinds[-1] == ("end", 20_354) and [m.step for m in marks] == sorted(m.step for m in marks)
+    assert marks[-1].seconds == 20_354 * 49.5
+    assert all(m.seconds is None for m in plan.timeline(steps, None))
+    short = plan.step_plan(card_buckets(), epsilon("schedule.max_steps=500"))
+    assert [(m.kind, m.step) for m in plan.timeline(short, None, saves=[500])] == [
+        ("warmup end", 500), ("save", 500), ("end", 500)]
+
+
+def test_plan_draws_its_charts_into_the_run_folder(sample_dataset, tmp_path):
+    from click.testing import CliRunner
+    from kohaku_prep.cli import main
+    result = CliRunner().invoke(main, ["plan", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}",
+                                       "--seconds-per-step", "49.5"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(run.PLAN_CHARTS)
+    for name in run.PLAN_CHARTS:
+        assert (tmp_path / "run" / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    result = CliRunner().invoke(main, ["plan", f"run.dataset={sample_dataset}"])
+    assert result.exit_code == 0 and "chart:" not in result.output
+
+
+def test_plan_charts_of_a_run_in_parts():
+    steps = plan.step_plan(card_buckets(), epsilon())
+    charts = run.plan_charts(steps, 49.5, part_ends=[5000, 10_000, 15_000], saves=[2000, 4000])
+    assert set(charts) == set(run.PLAN_CHARTS) and all(c.startswith(b"\x89PNG") for c in charts.values())
+    assert charts == run.plan_charts(steps, 49.5, part_ends=[5000, 10_000, 15_000], saves=[2000, 4000])

@@ -17,7 +17,7 @@ def write_losses(log_dir, losses):
     log_dir.mkdir(parents=True)
     writer = EventFileWriter(str(log_dir))
     for step, loss in losses:
-        summary = Summary(value=[Summary.Value(tag=status.LOSS_TAG, simple_value=loss)])
+        summary = Summary(value=[Summary.Value(tag="loss/current", simple_value=loss)])
         writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
     writer.close()
 
@@ -38,8 +38,12 @@ def test_status_of_a_running_run(sample_dataset, tmp_path):
     assert "part       2 of 3, running (attempt 1, 0 h 30 min so far)" in text
     assert f"step       {first.end_step:,} of {total:,} optimizer steps" in text
     assert "speed      36.0 s per optimizer step over finished parts, start-up included" in text
-    assert (f"losses     (cumulative step: loss) {first.end_step:,}: 0.3000, {first.end_step + 1:,}: 0.2000, "
-            f"{first.end_step + 2:,}: 0.1000") in text
+    assert (f"losses     (cumulative step: loss, the mean of its micro-batches) {first.end_step:,}: 0.3000, "
+            f"{first.end_step + 1:,}: 0.2000, {first.end_step + 2:,}: 0.1000") in text
+    # the dashboard from the same logs: a retried part's older launch is replaced from its first step on
+    written = status.write_dashboard(paths.root)
+    assert [f.name for f in written] == ["dashboard.png", "dashboard.html"]
+    assert written[0].read_bytes().startswith(b"\x89PNG") and "http" not in written[1].read_text()
     assert f"for {total - first.end_step:,} steps in 2 launch(es)" in text
 
 
