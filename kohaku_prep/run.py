@@ -18,11 +18,12 @@ import pyarrow.parquet as pq
 from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume,
                          training)
 from kohaku_prep.errors import PrepError
-from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.preset import PRESET_DIR, Preset, Resolved, to_dict
+from kohaku_prep.fsutil import OwnedFiles
+from kohaku_prep.preset import Preset, Resolved, find_file, to_dict
 from kohaku_prep.tomlout import dumps
 
 ROOT = Path(__file__).resolve().parent.parent
+UNKNOWN_COMMIT = "unknown (not a git checkout of its own)"
 VERSIONED = ("torch", "accelerate", "lycoris-lora", "bitsandbytes", "transformers", "diffusers", "numpy", "pyarrow")
 
 
@@ -32,9 +33,11 @@ def sd_scripts_dir(flag: str | None = None) -> Path:
 
 
 def preset_file(name: str) -> Path:
-    """A file named in a preset: relative to presets/ when it is there, else as given."""
-    shipped = PRESET_DIR / name
-    return shipped if shipped.is_file() else Path(name)
+    """A file named in a preset, by the rule of preset.find_file (the user's file wins, else the shipped one)."""
+    found = find_file(name)
+    if found is None:
+        raise PrepError(f"{name}: no such file, here or among the shipped presets")
+    return found
 
 
 @dataclass
@@ -47,17 +50,39 @@ def make_plan(p: Preset) -> RunPlan:
     manifest_path = Path(p.run.dataset) / "manifest.parquet"
     if not p.run.dataset or not manifest_path.is_file():
         raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (set run.dataset=DIR)")
-    sizes = pq.read_table(manifest_path, columns=["width", "height"])
+    try:
+        sizes = pq.read_table(manifest_path, columns=["width", "height"])
+    except (OSError, ValueError) as exc:  # pyarrow's errors for a damaged file or a missing column
+        raise PrepError(f"{manifest_path}: not a readable manifest ({str(exc).splitlines()[0]}); "
+                        "build the dataset again") from None
     buckets = plan.bucket_counts(sizes["width"].to_numpy(), sizes["height"].to_numpy(), p.dataset)
     n = p.network
     args = lokr.NetworkArgs(n.dim, n.factor, n.conv_dim, n.train_norm, n.train_text_encoder)
-    network = lokr.plan_network(lokr.read_lycoris_preset(preset_file(n.preset)), args)
+    preset = lokr.read_lycoris_preset(preset_file(n.preset)) if n.preset else lokr.LYCORIS_DEFAULT_PRESET
+    network = lokr.plan_network(preset, args)
     return RunPlan(plan.step_plan(buckets, p), network)
+
+
+def network_lines(network: lokr.NetworkPlan, p: Preset) -> list[str]:
+    """Which modules take the LyCORIS preset's values and which the [network] section's."""
+    source = f"LyCORIS preset {p.network.preset}" if p.network.preset else "no LyCORIS preset (LyCORIS's default modules)"
+    lines = [f"network           {source}; whose factor and dim each module takes:"]
+    for rule, count, params, factors in network.by_rule():
+        shown = ", ".join(map(str, factors))
+        if rule.startswith("module_algo_map"):
+            whose = f"factor {shown}, dim: the preset's {rule} (network.factor/dim do not apply)"
+        elif rule == "network":
+            whose = f"factor {shown}, dim: the [network] section (network.factor, network.dim/conv_dim)"
+        else:
+            whose = "norm weights (network.train_norm)"
+        lines.append(f"  {count:>5,} modules {params:>13,} parameters  {whose}")
+    return lines
 
 
 def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> str:
     size = rp.network.file_bytes(p.training.save_precision)
-    return "\n".join(plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)) + "\n"
+    lines = plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size) + network_lines(rp.network, p)
+    return "\n".join(lines) + "\n"
 
 
 def installed_version(dist: str) -> str:
@@ -69,7 +94,7 @@ def installed_version(dist: str) -> str:
 
 def versions(sd_scripts: Path) -> dict[str, str]:
     out = {"kohaku-prep": __version__, "python": platform.python_version(),
-           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or "absent",
+           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
            "sd-scripts pinned": SD_SCRIPTS_COMMIT}
     return out | {dist: installed_version(dist) for dist in VERSIONED}
 
@@ -81,7 +106,7 @@ def run_record(p: Preset, sd_scripts: Path) -> dict[str, str]:
         manifest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {"preset_sha256": hashlib.sha256(dumps(to_dict(p)).encode()).hexdigest(),
             "dataset_manifest_sha256": manifest,
-            "sd_scripts_commit": preflight.sd_scripts_commit(sd_scripts) or "absent",
+            "sd_scripts_commit": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
             "bitsandbytes": installed_version("bitsandbytes")}
 
 
@@ -102,32 +127,36 @@ def run_dataset_toml(p: Preset, preset_name: str) -> str:
 
 
 def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_name: str,
-                     extra_args: list[str] = ()) -> list[str]:
-    """Write the run folder; returns the launch argv. Refuses anything the pinned trainer would not take."""
+                     extra_args: list[str] = ()) -> tuple[list[str], list[Path]]:
+    """Write the run folder; returns the launch argv and the files written. Refuses anything the pinned
+    trainer would not take, and any file in the way that this tool did not write."""
     p = resolved.preset
     if not p.run.dir:
-        raise PrepError("set run.dir (the run folder)")
+        raise PrepError("set run.dir (the run folder: --run-dir DIR or run.dir=DIR)")
     paths = training.RunPaths(Path(p.run.dir).resolve())
     config = training.training_config(p, paths)
     dataset_toml = run_dataset_toml(p, preset_name)
     problems = interface.check_training_config(config) + interface.check_dataset_config(tomllib.loads(dataset_toml))
     if problems:
         raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.train_toml, training.training_toml(p, paths, preset_name))
-    write_atomic(paths.dataset_toml, dataset_toml)
-    write_atomic(paths.lycoris_preset, preset_file(p.network.preset).read_bytes())
-    if p.samples.prompts:
-        write_atomic(paths.prompts, preset_file(p.samples.prompts).read_bytes())
     rank = int(os.environ.get("MACHINE_RANK", p.launch.machine_rank))
     argv = training.launch_argv(p, paths, sd_scripts, rank, extra=list(extra_args))
-    write_atomic(paths.command, training.command_script(argv, p.launch.machine_rank))
+    files = {
+        paths.train_toml.name: training.training_toml(p, paths, preset_name),
+        paths.dataset_toml.name: dataset_toml,
+        paths.command.name: training.command_script(argv, p.launch.machine_rank),
+        "preset.toml": resolved.to_toml(),
+        "plan.txt": plan_text(rp, p),
+        "versions.json": json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n",
+        resume.RUN_RECORD: json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n",
+    }
+    if p.network.preset:
+        files[paths.lycoris_preset.name] = preset_file(p.network.preset).read_bytes()
+    if p.samples.prompts:
+        files[paths.prompts.name] = preset_file(p.samples.prompts).read_bytes()
+    written = OwnedFiles(paths.root, "run.dir").write_all(files)
     paths.command.chmod(0o755)
-    write_atomic(paths.root / "preset.toml", resolved.to_toml())
-    write_atomic(paths.root / "plan.txt", plan_text(rp, p))
-    write_atomic(paths.root / "versions.json", json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n")
-    write_atomic(paths.root / resume.RUN_RECORD, json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n")
-    return argv
+    return argv, written
 
 
 def run_preflight(p: Preset, rp: RunPlan, sd_scripts: Path) -> list[preflight.Check]:

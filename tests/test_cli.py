@@ -28,7 +28,13 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path):
 
 def test_missing_output_flag():
     result = run("dataset", "--metadata", "x", "--images", "y")
-    assert result.exit_code == 1 and "set output.dir (--out DIR)" in result.output
+    assert result.exit_code == 1 and "error: set --out (see kohaku-prep dataset --help)" in result.output
+
+
+def test_dataset_without_arguments_names_every_missing_option():
+    result = run("dataset")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "error: set --metadata, --images, --out (see kohaku-prep dataset --help)"
 
 
 def test_dataset_end_to_end_prints_overrides_and_stages(sample_root, tmp_path):
@@ -82,8 +88,10 @@ def test_plan_command(sample_dataset):
 
 def test_train_dry_run_writes_the_run_folder_and_prints_the_command(sample_dataset, tmp_path):
     result = run("train", "--dry-run", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # checks failed: said, and the exit code says it too
     assert "FAIL base model: model.pretrained is not set" in result.output
+    failed = result.output.count("\nFAIL ")
+    assert f"dry run: {failed} of 11 preflight checks failed; nothing was launched" in result.output
     command = [line for line in result.output.splitlines() if "accelerate.commands.launch" in line]
     assert command and command[0].endswith(f"--config_file {tmp_path / 'run' / 'train.toml'}")
     assert (tmp_path / "run" / "command.sh").exists()
@@ -91,7 +99,7 @@ def test_train_dry_run_writes_the_run_folder_and_prints_the_command(sample_datas
 
 def test_train_refuses_to_launch_when_preflight_fails(sample_dataset, tmp_path):
     result = run("train", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}")
-    assert result.exit_code == 1 and "preflight check(s) failed; nothing was launched" in result.output
+    assert result.exit_code == 1 and "preflight checks failed; nothing was launched" in result.output
     check = run("train", "--check", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run2'}")
     assert check.exit_code == 1 and not (tmp_path / "run2").exists()
 
@@ -125,6 +133,12 @@ RESUMABLE = ["schedule.gradient_accumulation_steps=1", "launch.num_processes=2"]
 STATE = "kohaku-xl-epsilon-step00000002-state"
 
 
+@pytest.fixture
+def passing_preflight(monkeypatch):
+    """The run's preflight passes (no trainer here), so that a dry run exits 0."""
+    monkeypatch.setattr(run_module, "run_preflight", lambda p, rp, sd: [preflight.Check("all", True, "stubbed")])
+
+
 def start_run(dataset, run_dir):
     """The arguments of a run whose folder `train` wrote, with one complete saved state at step 2."""
     args = ["--sd-scripts", "/sd", f"run.dataset={dataset}", f"run.dir={run_dir}", *RESUMABLE]
@@ -138,7 +152,7 @@ def run_folder_files(run_dir):
     return {f.name: f.read_bytes() for f in run_dir.iterdir() if f.is_file()}
 
 
-def test_train_resume_latest_continues_an_unchanged_run_from_its_last_complete_state(sample_dataset, tmp_path):
+def test_train_resume_latest_continues_an_unchanged_run_from_its_last_complete_state(sample_dataset, tmp_path, passing_preflight):
     args = start_run(sample_dataset, tmp_path / "run")
     output = tmp_path / "run" / "output"
     make_state(output, "kohaku-xl-epsilon-step00000004-state", 4, complete=False)  # cut off mid-save
@@ -148,7 +162,7 @@ def test_train_resume_latest_continues_an_unchanged_run_from_its_last_complete_s
     result = run("train", "--dry-run", "--resume", "latest", *args)
     assert result.exit_code == 0, result.output
     assert f"resuming from {output / STATE} at optimizer step 2" in result.output and "warning" not in result.output
-    assert result.output.rstrip().endswith(f"--resume {output / STATE} --skip_until_initial_step")
+    assert result.stdout.rstrip().endswith(f"--resume {output / STATE} --skip_until_initial_step")
     assert (tmp_path / "run" / "run.json").read_text() == recorded  # the same inputs, the same bytes
 
 
@@ -176,7 +190,7 @@ def change_bitsandbytes(dataset, monkeypatch):
     ("preset_sha256", change_preset), ("dataset_manifest_sha256", change_manifest),
     ("sd_scripts_commit", change_sd_scripts_commit), ("bitsandbytes", change_bitsandbytes),
 ], ids=["preset", "manifest", "sd-scripts commit", "bitsandbytes"])
-def test_train_resume_of_a_changed_run_is_refused_unless_forced(sample_dataset, tmp_path, monkeypatch, key, change):
+def test_train_resume_of_a_changed_run_is_refused_unless_forced(sample_dataset, tmp_path, monkeypatch, key, change, passing_preflight):
     dataset = shutil.copytree(sample_dataset, tmp_path / "dataset")  # the manifest case rewrites it
     monkeypatch.setattr(preflight, "sd_scripts_commit", lambda checkout: "a" * 40)
     monkeypatch.setattr(run_module, "installed_version", lambda dist: "0.43.1")
@@ -196,7 +210,7 @@ def test_train_resume_of_a_changed_run_is_refused_unless_forced(sample_dataset, 
     assert f"--resume {tmp_path / 'run' / 'output' / STATE}" in forced.output
 
 
-def test_train_resume_without_a_record_is_refused_unless_forced(sample_dataset, tmp_path):
+def test_train_resume_without_a_record_is_refused_unless_forced(sample_dataset, tmp_path, passing_preflight):
     args = start_run(sample_dataset, tmp_path / "run")
     (tmp_path / "run" / "run.json").unlink()  # a run folder written before run.json existed
     refused = run("train", "--dry-run", "--resume", "latest", *args)

@@ -120,7 +120,7 @@ def test_unreadable_preset_files(tmp_path):
     broken.write_text("[dataset\n")
     with pytest.raises(PrepError, match="not valid TOML"):
         resolve(broken)
-    with pytest.raises(PrepError, match="no preset named 'nope'"):
+    with pytest.raises(PrepError, match="no preset file 'nope' and no shipped preset of that name"):
         find_preset("nope")
     with pytest.raises(PrepError, match="no such preset file"):
         resolve(tmp_path / "missing.toml")

@@ -108,14 +108,15 @@ def test_interface_check_of_dataset_toml():
 def test_run_folder_holds_everything_the_trainer_reads(sample_dataset, tmp_path):
     resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"'])
     rp = run.make_plan(resolved.preset)
-    argv = run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
+    argv, written = run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert names == ["command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt", "preset.toml",
+    assert sorted(p.name for p in written) == names[1:]
+    assert names == [".kohaku-prep-files.json", "command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt", "preset.toml",
                      "prompts.txt", "run.json", "train.toml", "versions.json"]
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     manifest = hashlib.sha256((sample_dataset / "manifest.parquet").read_bytes()).hexdigest()
     assert sorted(record) == ["bitsandbytes", "dataset_manifest_sha256", "preset_sha256", "sd_scripts_commit"]
-    assert (record["dataset_manifest_sha256"], record["sd_scripts_commit"]) == (manifest, "absent")
+    assert (record["dataset_manifest_sha256"], record["sd_scripts_commit"]) == (manifest, run.UNKNOWN_COMMIT)
     config = tomllib.loads((tmp_path / "r" / "train.toml").read_text())
     for key in ("dataset_config", "sample_prompts"):
         assert Path(config[key]).parent == tmp_path / "r"
