@@ -55,6 +55,8 @@ def _quality_rule(p: Preset, posts: pa.Table) -> captions.CaptionRule:
 def plan_dataset(p: Preset, log: Log) -> Plan:
     if not p.input.metadata or not p.input.images:
         raise PrepError("set input.metadata and input.images (--metadata PATH --images PATH)")
+    if not Path(p.input.images).is_dir():  # before the metadata is read: a mistake is told at once
+        raise PrepError(f"{p.input.images}: image source not found (a folder of tar shards or of <id>.<ext> files)")
     meta = metadata.locate(Path(p.input.metadata), p.input.shape)
     log(f"metadata: {meta.shape}, {len(meta.files)} file(s) under {p.input.metadata}")
 

@@ -19,15 +19,12 @@ def new_temp_path(path: Path) -> Path:
     return Path(name)
 
 
-def write_atomic(path: Path, data: bytes | str, fsync: bool = False) -> None:
+def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a new temporary name beside `path`, then rename over it."""
     tmp = new_temp_path(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -353,6 +353,8 @@ def resolve(preset_file: Path | None, user_file: Path | None = None, overrides: 
     preset = _build(Preset, merged, [], sources, errors)
     if not errors:
         errors.extend(check_values(preset))
+    if len(errors) == 1:
+        raise PrepError(errors[0])
     if errors:
         raise PrepError(f"{len(errors)} problem(s) in the preset:\n  " + "\n  ".join(errors))
     return Resolved(preset, layer_names, printed)
