@@ -170,10 +170,17 @@ def _refuse_foreign(folder: Path, required: tuple[str, ...], what: str) -> None:
                             f"--force: {what}")
 
 
+def output_path(text: str) -> Path:
+    """The dataset folder as an absolute path, `..` and `.` taken lexically (a link is not followed: a link
+    in the way is refused, never written through)."""
+    return Path(os.path.abspath(text))
+
+
 def check_output(out: Path, force: bool) -> None:
     """Fail before any work if the output folder cannot take a new dataset. Only a dataset this tool
     built is ever replaced, and only with --force; anything else in the way is refused either way."""
     choose = "choose another --out"
+    out = output_path(str(out))
     _refuse_foreign(out, ("manifest.parquet", "summary.json"), choose)
     _refuse_foreign(out.with_name(out.name + ".replaced"), ("manifest.parquet", "summary.json"), choose)
     _refuse_foreign(out.with_name(out.name + ".partial"), (".build-key",), choose)
@@ -357,7 +364,7 @@ def _write_errors_stop_resumably(staging: Path):
 
 def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
     p = resolved.preset
-    out = Path(p.output.dir)
+    out = output_path(p.output.dir)
     check_output(out, force)
     staging = out.with_name(out.name + ".partial")
     resuming = _prepare_staging(staging, _build_key(resolved, plan), force, log)
@@ -387,7 +394,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         rows = pa.array(rows)
         _write_manifest(manifest, staging / "manifest.parquet")
 
-        final = out.resolve()
+        final = out.resolve()  # as the trainer will find it
         header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__}"
         per = p.output.ids_per_folder
         image_dirs = [final / dataset_files.folder_of(f * per, per) for f in np.unique(written // per).tolist()]

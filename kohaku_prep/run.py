@@ -139,7 +139,10 @@ def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, preset_n
     problems = interface.check_training_config(config) + interface.check_dataset_config(tomllib.loads(dataset_toml))
     if problems:
         raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
-    rank = int(os.environ.get("MACHINE_RANK", p.launch.machine_rank))
+    rank_text = os.environ.get("MACHINE_RANK", str(p.launch.machine_rank))
+    if not rank_text.isdigit() or int(rank_text) >= p.launch.num_machines:
+        raise PrepError(f"MACHINE_RANK={rank_text}: must be a machine number from 0 to {p.launch.num_machines - 1}")
+    rank = int(rank_text)
     argv = training.launch_argv(p, paths, sd_scripts, rank, extra=list(extra_args))
     files = {
         paths.train_toml.name: training.training_toml(p, paths, preset_name),
