@@ -15,7 +15,8 @@ def test_trainer_parses_the_run_folder(preset, sample_dataset, sd_scripts, train
                                       f'model.pretrained="{tmp_path / "base.safetensors"}"'])
     p = resolved.preset
     rp = run.make_plan(p)
-    argv = run.write_run_folder(resolved, rp, sd_scripts, preset.stem, ["--resume", "/x/state", "--skip_until_initial_step"])
+    argv, _ = run.write_run_folder(resolved, rp, sd_scripts, preset.stem,
+                                   ["--resume", "/x/state", "--skip_until_initial_step"])
     result = subprocess.run([trainer_python, str(Path(__file__).parent / "sd_scripts_parse.py"), str(sd_scripts),
                              json.dumps(argv)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
