@@ -195,6 +195,8 @@ def train(preset, config, dataset_dir, run_dir, model, check, dry_run, resume, f
     resolved = _resolve(preset, config, overrides, **{"run.dataset": dataset_dir, "run.dir": run_dir,
                                                        "model.pretrained": model})
     p = resolved.preset
+    if not check and not p.run.dir:  # said before the preflight's minutes, not after
+        raise PrepError("set run.dir (the run folder: --run-dir DIR or run.dir=DIR)")
     checkout = run.sd_scripts_dir(sd_scripts)
     rp = run.make_plan(p)
     checks = run.run_preflight(p, rp, checkout)

@@ -441,8 +441,8 @@ def check_values(p: Preset) -> list[str]:
     """Checks across fields that types alone cannot express."""
     errors = []
     d = p.dataset
-    if d.bucket_reso_steps % 32:
-        errors.append(f"dataset.bucket_reso_steps = {d.bucket_reso_steps}: SDXL needs a multiple of 32")
+    if d.bucket_reso_steps < 32 or d.bucket_reso_steps % 32:
+        errors.append(f"dataset.bucket_reso_steps = {d.bucket_reso_steps}: SDXL needs a positive multiple of 32")
     if not d.min_bucket_reso <= d.resolution <= d.max_bucket_reso:
         errors.append("dataset: need min_bucket_reso <= resolution <= max_bucket_reso")
     if not 0.0 <= d.caption_tag_dropout_rate < 1.0:
@@ -509,6 +509,9 @@ def check_training_values(p: Preset) -> list[str]:
         errors.append("samples.every_n_steps must be >= 1 when samples.prompts is set")
     if not p.saving.output_name or p.saving.every_n_steps < 0:
         errors.append("saving: output_name must be set and every_n_steps >= 0")
+    elif "/" in p.saving.output_name or p.saving.output_name in (".", ".."):
+        errors.append(f"saving.output_name = {p.saving.output_name!r}: a file name, not a path (the files go "
+                      "into run.dir/output)")
     # what the trainer would reject late, or silently misuse
     problem = trainer_values.optimizer_problem(o.type)
     if problem:

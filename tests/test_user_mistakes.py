@@ -91,11 +91,15 @@ CASES = [
     (["plan", "--dataset", DS, "schedule.seed=-1"], 1, "schedule.seed = -1"),
     (["plan", "--dataset", DS, "launch.main_process_port=70000"], 1, "launch.main_process_port = 70000"),
     (["plan", "--dataset", DS, "optimizer.betas=[0.9, 1.5]"], 1, "optimizer.betas[1] = 1.5"),
+    (["plan", "--dataset", DS, "dataset.bucket_reso_steps=0"], 1, "needs a positive multiple of 32"),
+    (["plan", "--dataset", DS, "saving.output_name=../x"], 1, "a file name, not a path"),
+    (["plan", "--dataset", DS, "training.max_token_length=100"], 1, "must be 75 or 150 or 225, got 100"),
     (["validate", "nope"], 1, "no preset file 'nope'"),
     (["validate", "--preset", "epsilon", "epsilon"], 1, "two presets given"),
     (["train", "--dataset", DS, "--run-dir", "{t}/a-file", "--sd-scripts", "/sd"], 1, "is a file, not a folder"),
     (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume", "latest"], 1, "no complete saved state"),
     (["train", "--dataset", DS, "--force-resume"], 1, "--force-resume goes with --resume"),
+    (["train", "--dataset", DS], 1, "set run.dir (the run folder: --run-dir DIR or run.dir=DIR)"),
     (["tokenizers", "{t}/a-file"], 2, "is a file"),
     (["tokenizers", "{t}/tok", "--bpe", "{t}/a-file"], 1, "not a gzipped CLIP BPE file"),
 ]
@@ -107,6 +111,12 @@ def test_a_mistake_is_one_line_and_a_nonzero_exit(mistakes, sample_dataset, args
     result = run(*[a.format(t=mistakes, dataset=sample_dataset) for a in args])
     assert_one_line_error(result, code, fragment)
     assert snapshot(mistakes) == before
+
+
+def test_a_machine_rank_that_is_not_one_is_refused(sample_dataset, tmp_path):
+    result = CliRunner(env={"MACHINE_RANK": "abc"}).invoke(main, [
+        "train", "--dry-run", "--dataset", str(sample_dataset), "--run-dir", str(tmp_path / "r")])
+    assert_one_line_error(result, 1, "MACHINE_RANK=abc: must be a machine number from 0 to 0")
 
 
 def test_every_value_problem_is_reported_at_once(sample_dataset):
