@@ -36,6 +36,9 @@ class _Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # no command given: the help, as --help shows it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
             where = f"{exc.ctx.command_path} --help" if exc.ctx else "kohaku-prep --help"
             _echo(f"error: {exc.format_message()} (see {where})")

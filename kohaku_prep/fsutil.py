@@ -94,8 +94,9 @@ def _sha256(path: Path) -> str | None:
 
 class OwnedFiles:
     """Writes files into a folder that may hold the user's own: a file is overwritten (or removed as stale)
-    only when this tool wrote it and it still holds what was written, by the record kept beside them.
-    Every target is checked before the first write, so a refusal leaves everything as it was."""
+    only when this tool wrote it and it still holds what was written, by the record kept beside them, or
+    when it already holds exactly the new content (nothing is lost: a folder written before the record
+    existed). Every target is checked before the first write, so a refusal leaves everything as it was."""
 
     def __init__(self, root: Path, what: str):
         self.root, self.what = root, what
@@ -113,20 +114,26 @@ class OwnedFiles:
         path = self.root / name
         return not path.is_symlink() and path.is_file() and self.recorded.get(name) == _sha256(path)
 
+    def _holds(self, name: str, content: bytes) -> bool:
+        path = self.root / name
+        return not path.is_symlink() and path.is_file() and _sha256(path) == hashlib.sha256(content).hexdigest()
+
     def write_all(self, files: dict[str, bytes | str], prune: bool = False) -> list[Path]:
         """Write `files` (relative name -> content) atomically each; with `prune`, remove the files an earlier
         write recorded that are not written now (only those unchanged since). Returns the paths written."""
-        for name in sorted(files):
+        contents = {name: data.encode("utf-8") if isinstance(data, str) else bytes(data)
+                    for name, data in files.items()}
+        for name in sorted(contents):
             path = self.root / name
-            if (path.exists() or path.is_symlink()) and not self._ours(name):
+            in_the_way = path.exists() or path.is_symlink()
+            if in_the_way and not self._ours(name) and not self._holds(name, contents[name]):
                 raise PrepError(f"{path}: not written by kohaku-prep, or changed since; it is left as it is and "
                                 f"nothing was written: move it away or choose another {self.what}")
         stale = sorted(n for n in self.recorded if n not in files and self._ours(n)) if prune else []
         written = []
-        for name, data in sorted(files.items()):
+        for name, content in sorted(contents.items()):
             path = self.root / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            content = data.encode("utf-8") if isinstance(data, str) else bytes(data)
             write_atomic(path, content)
             self.recorded[name] = hashlib.sha256(content).hexdigest()
             written.append(path)

@@ -221,3 +221,11 @@ def test_no_lycoris_preset_plans_and_writes_a_run_without_one(sample_dataset, tm
     assert "dry run:" in result.output and "error:" not in result.output
     assert not (tmp_path / "run" / "lycoris_preset.toml").exists()
     assert "preset=" not in (tmp_path / "run" / "train.toml").read_text()
+
+
+def test_a_sample_written_before_the_record_existed_is_rewritten(tmp_path):
+    folder = tmp_path / "s"
+    assert run("sample", folder, "--posts", "200").exit_code == 0
+    (folder / ".kohaku-prep-files.json").unlink()  # as an older version left it: same bytes, no record
+    again = run("sample", folder, "--posts", "200")
+    assert again.exit_code == 0, again.output
