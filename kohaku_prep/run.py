@@ -65,7 +65,8 @@ def make_plan(p: Preset) -> RunPlan:
 
 def network_lines(network: lokr.NetworkPlan, p: Preset) -> list[str]:
     """Which modules take the LyCORIS preset's values and which the [network] section's."""
-    source = f"LyCORIS preset {p.network.preset}" if p.network.preset else "no LyCORIS preset (LyCORIS's default modules)"
+    source = (f"LyCORIS preset {p.network.preset}" if p.network.preset
+              else "no LyCORIS preset (LyCORIS's default modules)")
     lines = [f"network           {source}; whose factor and dim each module takes:"]
     for rule, count, params, factors in network.by_rule():
         shown = ", ".join(map(str, factors))

@@ -152,7 +152,8 @@ def run_folder_files(run_dir):
     return {f.name: f.read_bytes() for f in run_dir.iterdir() if f.is_file()}
 
 
-def test_train_resume_latest_continues_an_unchanged_run_from_its_last_complete_state(sample_dataset, tmp_path, passing_preflight):
+def test_train_resume_latest_continues_an_unchanged_run_from_its_last_complete_state(sample_dataset, tmp_path,
+                                                                                      passing_preflight):
     args = start_run(sample_dataset, tmp_path / "run")
     output = tmp_path / "run" / "output"
     make_state(output, "kohaku-xl-epsilon-step00000004-state", 4, complete=False)  # cut off mid-save
@@ -190,7 +191,8 @@ def change_bitsandbytes(dataset, monkeypatch):
     ("preset_sha256", change_preset), ("dataset_manifest_sha256", change_manifest),
     ("sd_scripts_commit", change_sd_scripts_commit), ("bitsandbytes", change_bitsandbytes),
 ], ids=["preset", "manifest", "sd-scripts commit", "bitsandbytes"])
-def test_train_resume_of_a_changed_run_is_refused_unless_forced(sample_dataset, tmp_path, monkeypatch, key, change, passing_preflight):
+def test_train_resume_of_a_changed_run_is_refused_unless_forced(sample_dataset, tmp_path, monkeypatch, key, change,
+                                                                passing_preflight):
     dataset = shutil.copytree(sample_dataset, tmp_path / "dataset")  # the manifest case rewrites it
     monkeypatch.setattr(preflight, "sd_scripts_commit", lambda checkout: "a" * 40)
     monkeypatch.setattr(run_module, "installed_version", lambda dist: "0.43.1")

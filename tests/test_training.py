@@ -111,8 +111,8 @@ def test_run_folder_holds_everything_the_trainer_reads(sample_dataset, tmp_path)
     argv, written = run.write_run_folder(resolved, rp, Path("/sd"), "epsilon")
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert sorted(p.name for p in written) == names[1:]
-    assert names == [".kohaku-prep-files.json", "command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt", "preset.toml",
-                     "prompts.txt", "run.json", "train.toml", "versions.json"]
+    assert names == [".kohaku-prep-files.json", "command.sh", "dataset.toml", "lycoris_preset.toml", "plan.txt",
+                     "preset.toml", "prompts.txt", "run.json", "train.toml", "versions.json"]
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     manifest = hashlib.sha256((sample_dataset / "manifest.parquet").read_bytes()).hexdigest()
     assert sorted(record) == ["bitsandbytes", "dataset_manifest_sha256", "preset_sha256", "sd_scripts_commit"]
