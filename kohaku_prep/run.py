@@ -49,7 +49,7 @@ class RunPlan:
 def make_plan(p: Preset) -> RunPlan:
     manifest_path = Path(p.run.dataset) / "manifest.parquet"
     if not p.run.dataset or not manifest_path.is_file():
-        raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (set run.dataset=DIR)")
+        raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (--dataset DIR, or run.dataset=DIR)")
     try:
         sizes = pq.read_table(manifest_path, columns=["width", "height"])
     except (OSError, ValueError) as exc:  # pyarrow's errors for a damaged file or a missing column
