@@ -162,7 +162,7 @@ def not_ours(folder: Path, required: tuple[str, ...]) -> str | None:
 
 def _refuse_foreign(folder: Path, required: tuple[str, ...], what: str) -> None:
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise PrepError(f"{folder}: is a file, not a folder; {what}")
+        raise PrepError(f"{folder}: is {'a link' if folder.is_symlink() else 'a file'}, not a folder; {what}")
     if folder.is_dir():
         problem = not_ours(folder, required)
         if problem:

@@ -165,6 +165,14 @@ def test_user_folders_beside_the_output_are_never_touched(sample_root, tmp_path,
     assert snapshot(tmp_path / sibling) == before and not (tmp_path / "out").exists()
 
 
+def test_out_naming_a_link_is_refused(sample_root, tmp_path):
+    before = user_files(tmp_path / "mine")
+    (tmp_path / "out").symlink_to(tmp_path / "mine")
+    with pytest.raises(PrepError, match="is a link, not a folder"):
+        build_sample(sample_root, tmp_path / "out", force=True)
+    assert snapshot(tmp_path / "mine") == before
+
+
 def test_out_naming_a_file_is_refused(sample_root, tmp_path):
     (tmp_path / "out").write_bytes(b"a file")
     with pytest.raises(PrepError, match="is a file, not a folder"):
