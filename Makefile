@@ -69,7 +69,7 @@ bench: $(INSTALLED) $(HAKUBOORU_VENV)/.installed
 	$(PY) scripts/bench.py --hakubooru-python $(HAKUBOORU_VENV)/bin/python $(BENCH_ARGS)
 
 test: $(INSTALLED)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 clean:
 	rm -rf build

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from collections import Counter
@@ -23,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (__version__, bad_metadata, captions, dataset_files, images, metadata, report, selection,
-                         years)
+from kohaku_prep import (__version__, bad_metadata, captions, dataset_files, images, metadata, progress, report,
+                         selection, years)
 from kohaku_prep.errors import PrepError
-from kohaku_prep.fsutil import FolderLock, fingerprint, write_atomic, write_new
+from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
 
 Log = Callable[[str], None]
@@ -55,6 +56,8 @@ def _quality_rule(p: Preset, posts: pa.Table) -> captions.CaptionRule:
 def plan_dataset(p: Preset, log: Log) -> Plan:
     if not p.input.metadata or not p.input.images:
         raise PrepError("set input.metadata and input.images (--metadata PATH --images PATH)")
+    if not Path(p.input.images).is_dir():  # before the metadata is read: a mistake is told at once
+        raise PrepError(f"{p.input.images}: image source not found (a folder of tar shards or of <id>.<ext> files)")
     meta = metadata.locate(Path(p.input.metadata), p.input.shape, to_dict(p.input.columns))
     renamed = ", ".join(f"{name} from '{stored}'" for name, stored in sorted(meta.columns.items()))
     log(f"metadata: {meta.shape} ({meta.layout}), {len(meta.files)} file(s) under {p.input.metadata}"
@@ -68,9 +71,14 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     lenient = p.input.bad_metadata == "skip"  # bad posts: left out and counted in these lists, else an error
     bad_rows: list[bad_metadata.Skip] | None = [] if lenient else None
     # a created_at without a year is bad metadata unless HakuBooru's quirks define its caption ("early")
+    started = time.monotonic()
+    log(f"reading the posts of {len(meta.files)} file(s)...")
     posts = metadata.read_posts(meta, p.input.rating_scheme, bad_rows, dated=not p.caption.year_quirks)
+    log(f"posts: {posts.num_rows:,} read in {time.monotonic() - started:.1f} s; selecting...")
     sel = selection.select(posts, p.selection, p.filters, bad_rows or ())
-    index = images.index_images(Path(p.input.images))
+    log(f"selection: {len(sel.ids):,} posts; indexing the images...")
+    with progress.bar("image sources", None, "source") as shown:
+        index = images.index_images(Path(p.input.images), shown.update)
     for problem in index.unreadable:
         log(f"warning: unreadable shard skipped: {problem}")
     log(f"images: {len(index.ids):,} in {p.input.images}"
@@ -79,9 +87,10 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     require_posts(sel)
     chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), sel.ids)))
     bad_tags: list[bad_metadata.Skip] | None = [] if lenient else None  # known once the selected posts' tags are read
-    caps = captions.caption_posts(metadata.iter_tags(meta, sel.ids), sel.ids, chosen["created_at"],
-                                  chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(), _quality_rule(p, posts),
-                                  bad_tags)
+    with progress.bar("tags and captions", len(sel.ids)) as shown:
+        caps = captions.caption_posts(_counted(metadata.iter_tags(meta, sel.ids), shown), sel.ids,
+                                      chosen["created_at"], chosen["rating"].to_numpy(),
+                                      chosen["fav_count"].to_numpy(), _quality_rule(p, posts), bad_tags)
     if len(caps.ids) < len(sel.ids):
         chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
         sel = selection.leave_out(sel, caps.ids, bad_tags)
@@ -94,6 +103,13 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     return Plan(sel, chosen, caps, index, inputs)
 
 
+def _counted(chunks, shown):
+    """The chunks of (ids, tag rows), counting their posts on the bar as they are consumed."""
+    for chunk in chunks:
+        yield chunk
+        shown.update(len(chunk[0]))
+
+
 def _build_key(resolved: Resolved, plan: Plan) -> str:
     recipe = to_dict(resolved.preset)
     recipe["output"].pop("workers")  # does not change what is built
@@ -101,30 +117,105 @@ def _build_key(resolved: Resolved, plan: Plan) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+DESCRIPTION_FILES = ("manifest.parquet", "summary.json", "dataset.toml", "preset.toml", "report.md")
+BUILD_FILES = (".lock", ".build-key")  # in a staging folder only
+_NUMBERED = re.compile(r"^\d+$")
+_POST_FILE = re.compile(r"^\d+\.[A-Za-z0-9]+$")  # <id>.<ext> and <id>.txt
+
+
+def _is_temp_of(name: str, names: tuple[str, ...]) -> bool:
+    return name.startswith(".") and name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in names)
+
+
+def foreign_entry(folder: Path) -> Path | None:
+    """The first entry of `folder` that a build does not write (a link counts as foreign), else None."""
+    names = DESCRIPTION_FILES + BUILD_FILES
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                return path
+            if entry.name == dataset_files.IMAGES_DIR and entry.is_dir():
+                with os.scandir(path) as subsets:
+                    for subset in subsets:
+                        if subset.is_symlink() or not subset.is_dir() or not _NUMBERED.match(subset.name):
+                            return Path(subset.path)
+                        with os.scandir(subset.path) as files:
+                            for f in files:
+                                if f.is_symlink() or not f.is_file() or not _POST_FILE.match(f.name):
+                                    return Path(f.path)
+            elif not (entry.is_file() and (entry.name in names or _is_temp_of(entry.name, names))):
+                return path
+    return None
+
+
+def not_ours(folder: Path, required: tuple[str, ...]) -> str | None:
+    """Why `folder` is not a build of this tool that may be replaced (None: it is one, or it is empty).
+    A build is told by the files it writes, and by holding nothing else."""
+    if not any(folder.iterdir()):
+        return None
+    missing = [name for name in required if not (folder / name).is_file()]
+    if missing:
+        return f"it is not a folder kohaku-prep built (no {' or '.join(missing)})"
+    foreign = foreign_entry(folder)
+    if foreign is not None:
+        return f"it holds {foreign}, which kohaku-prep does not write"
+    return None
+
+
+def _refuse_foreign(folder: Path, required: tuple[str, ...], what: str) -> None:
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise PrepError(f"{folder}: is {'a link' if folder.is_symlink() else 'a file'}, not a folder; {what}")
+    if folder.is_dir():
+        problem = not_ours(folder, required)
+        if problem:
+            raise PrepError(f"{folder}: {problem}; kohaku-prep replaces only what it built, with or without "
+                            f"--force: {what}")
+
+
+def output_path(text: str) -> Path:
+    """The dataset folder as an absolute path, `..` and `.` taken lexically (a link is not followed: a link
+    in the way is refused, never written through)."""
+    return Path(os.path.abspath(text))
+
+
 def check_output(out: Path, force: bool) -> None:
-    """Fail before any work if the output folder cannot take a new dataset."""
+    """Fail before any work if the output folder cannot take a new dataset. Only a dataset this tool
+    built is ever replaced, and only with --force; anything else in the way is refused either way."""
+    choose = "choose another --out"
+    out = output_path(str(out))
+    _refuse_foreign(out, ("manifest.parquet", "summary.json"), choose)
+    _refuse_foreign(out.with_name(out.name + ".replaced"), ("manifest.parquet", "summary.json"), choose)
+    _refuse_foreign(out.with_name(out.name + ".partial"), (".build-key",), choose)
     if out.exists() and any(out.iterdir()) and not force:
-        held = ("a dataset (its preset.toml: another build, perhaps of another preset or seed)"
-                if (out / "preset.toml").is_file() and (out / "manifest.parquet").is_file() else "other files")
-        raise PrepError(f"{out}: already holds {held}; pass --force to replace it")
+        raise PrepError(f"{out}: already holds a dataset (its preset.toml: another build, perhaps of another "
+                        "preset or seed); pass --force to replace it")
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise PrepError(f"{parent}: not a writable folder")
 
 
 def _prepare_staging(staging: Path, key: str, force: bool, log: Log) -> bool:
-    """Create the staging folder, or find the interrupted build of the same key there: True if resuming."""
+    """Create the staging folder, or find the interrupted build of the same key there: True if resuming.
+    Only a staging folder of this tool is ever discarded (check_output refused any other)."""
     key_file = staging / ".build-key"
     if staging.exists():
         if key_file.exists() and key_file.read_text() == key:
             log(f"resuming the interrupted build in {staging}")
             return True
-        if not force:
+        if any(staging.iterdir()) and not force:
             raise PrepError(f"{staging}: an unfinished build of another preset or input; "
                             "pass --force to discard it")
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    write_atomic(key_file, key, fsync=True)
+    # straight into the new folder, no temporary name: a staging folder is told by this file, and one cut
+    # off mid-write holds another key (so it is discarded with --force, as this tool's own)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, key.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return False
 
 
@@ -183,23 +274,22 @@ def _jobs(keys: np.ndarray) -> list[np.ndarray]:
     return np.split(np.arange(len(keys)), np.flatnonzero(np.diff(keys)) + 1) if len(keys) else []
 
 
-def _run_jobs(what: str, fn, jobs: list, workers: int, log: Log) -> None:
-    """fn(job) for each job on `workers` threads, with progress; the first error stops the others."""
-    done, total, last = 0, sum(len(j) for j in jobs), time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+def _run_jobs(what: str, unit: str, fn, jobs: list, workers: int) -> None:
+    """fn(job) for each job on `workers` threads, with a progress bar; the first error (or Ctrl-C) cancels
+    the jobs not yet started."""
+    with ThreadPoolExecutor(max_workers=workers) as pool, progress.bar(what, sum(map(len, jobs)), unit) as shown:
         futures = {pool.submit(fn, job): len(job) for job in jobs}
-        for n, future in enumerate(as_completed(futures), 1):
-            if future.exception():
-                for other in futures:
-                    other.cancel()
+        try:
+            for future in as_completed(futures):
                 future.result()
-            done += futures[future]
-            if time.monotonic() - last > 2 or n == len(futures):
-                last = time.monotonic()
-                log(f"{what}: {done:,}/{total:,}")
+                shown.update(futures[future])
+        except BaseException:
+            for other in futures:
+                other.cancel()
+            raise
 
 
-def copy_images(plan: Plan, staging: Path, p: Preset, resuming: bool, log: Log) -> Extracted:
+def copy_images(plan: Plan, staging: Path, p: Preset, resuming: bool) -> Extracted:
     """Every selected post's image into its subset folder of `staging`; one job per tar shard (read front
     to back) or per folder of plain files."""
     index, ids, per = plan.index, plan.sel.ids, p.output.ids_per_folder
@@ -210,13 +300,12 @@ def copy_images(plan: Plan, staging: Path, p: Preset, resuming: bool, log: Log) 
         (staging / dataset_files.folder_of(folder * per, per)).mkdir(parents=True, exist_ok=True)
     out = Extracted(np.zeros(len(ids), np.int32), np.zeros(len(ids), np.int32), [""] * len(ids))
     jobs = [order[job] for job in _jobs(source[order])]
-    _run_jobs("images", lambda rows: _copy_images(plan, staging, per, rows, resuming, out), jobs,
-              p.output.workers, log)
+    _run_jobs("images", "image", lambda rows: _copy_images(plan, staging, per, rows, resuming, out), jobs,
+              p.output.workers)
     return out
 
 
-def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Preset, resuming: bool,
-                   log: Log) -> None:
+def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Preset, resuming: bool) -> None:
     """`<id>.txt` beside each image, one job per subset folder. The UTF-8 bytes are written straight from
     the Arrow buffer; a resumed build rewrites only files of the wrong size."""
     per = p.output.ids_per_folder
@@ -241,7 +330,7 @@ def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Pr
                     raise OSError(exc.errno, exc.strerror, str(folder / name)) from None
         finally:
             os.close(dir_fd)
-    _run_jobs("captions", write_folder, _jobs(ids // per), p.output.workers, log)
+    _run_jobs("caption files", "file", write_folder, _jobs(ids // per), p.output.workers)
 
 
 def _size_at(name: str, dir_fd: int) -> int:
@@ -258,7 +347,7 @@ def _write_manifest(manifest: pa.Table, path: Path) -> None:
     """Row groups of a fixed size, each from one contiguous slice: the file's bytes depend on the rows
     only, not on how the captions happened to be chunked (flat and normalized input give the same file),
     and no more than a slice of the captions is copied."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = new_temp_path(path)
     with pq.ParquetWriter(tmp, manifest.schema) as writer:
         for start in range(0, max(manifest.num_rows, 1), MANIFEST_ROW_GROUP):
             writer.write_table(manifest.slice(start, MANIFEST_ROW_GROUP).combine_chunks())
@@ -278,12 +367,12 @@ def _write_errors_stop_resumably(staging: Path):
 
 def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
     p = resolved.preset
-    out = Path(p.output.dir)
+    out = output_path(p.output.dir)
     check_output(out, force)
     staging = out.with_name(out.name + ".partial")
     resuming = _prepare_staging(staging, _build_key(resolved, plan), force, log)
     with FolderLock(staging), _write_errors_stop_resumably(staging):
-        extracted = copy_images(plan, staging, p, resuming, log)
+        extracted = copy_images(plan, staging, p, resuming)
         ok = np.array([not f for f in extracted.failure])
         failures = Counter(f for f in extracted.failure if f)
         stages = list(plan.sel.stages)
@@ -295,7 +384,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         rows = np.flatnonzero(ok)
         written = plan.sel.ids[rows]
         texts = plan.caps.text if len(rows) == len(ok) else plan.caps.text.take(pa.array(rows))
-        write_captions(staging, written, texts, p, resuming, log)
+        write_captions(staging, written, texts, p, resuming)
         index_rows = np.searchsorted(plan.index.ids, written)
         manifest = pa.table({
             "id": written,
@@ -308,7 +397,7 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         rows = pa.array(rows)
         _write_manifest(manifest, staging / "manifest.parquet")
 
-        final = out.resolve()
+        final = out.resolve()  # as the trainer will find it
         header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__}"
         per = p.output.ids_per_folder
         image_dirs = [final / dataset_files.folder_of(f * per, per) for f in np.unique(written // per).tolist()]
@@ -327,8 +416,9 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     (staging / ".lock").unlink()
     (staging / ".build-key").unlink()
     if out.exists():
-        old = out.with_name(out.name + ".replaced")
-        shutil.rmtree(old, ignore_errors=True)
+        old = out.with_name(out.name + ".replaced")  # a dataset of this tool, if any (check_output)
+        if old.exists():
+            shutil.rmtree(old)
         out.rename(old)
         staging.rename(out)
         shutil.rmtree(old)

@@ -12,7 +12,7 @@ import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -90,9 +90,10 @@ def _members(shard: Path):
                 yield int(m.group(1)), m.group(2), member.offset_data, member.size
 
 
-def index_images(root: Path) -> ImageIndex:
-    if not root.exists():
-        raise PrepError(f"{root}: image source not found")
+def index_images(root: Path, advance: Callable[[int], object] = lambda n: None) -> ImageIndex:
+    """Index every image under `root`; `advance(1)` after each tar shard or plain file, for a progress bar."""
+    if not root.is_dir():
+        raise PrepError(f"{root}: image source not found (a folder of tar shards or of <id>.<ext> files)")
     entries: dict[int, tuple[int, str, int, int]] = {}  # id -> (source, extension, offset, size)
     sources: list[Path] = []
     duplicates = 0
@@ -107,6 +108,7 @@ def index_images(root: Path) -> ImageIndex:
                     entries[post_id] = (len(sources) - 1, ext, offset, size)
             except (tarfile.TarError, OSError) as exc:
                 unreadable.append(f"{shard}: {exc}")
+            advance(1)
     else:
         files = sorted((p for p in root.rglob("*") if _MEMBER.match(p.name) and p.is_file()),
                        key=lambda p: _source_order(p, root))
@@ -117,6 +119,7 @@ def index_images(root: Path) -> ImageIndex:
             post_id = int(m.group(1))
             duplicates += post_id in entries
             entries[post_id] = (code, m.group(2), -1, path.stat().st_size)
+            advance(1)
         sources = list(folder_code)
     ids = np.array(sorted(entries), np.int64)
     rows = [entries[i] for i in ids.tolist()]

@@ -41,6 +41,7 @@ class Module:
     kind: str  # "lokr" or "norm"
     factor: int | None
     tensors: dict[str, tuple[int, ...]]  # saved tensor suffix -> shape
+    rule: str = "network"  # whose values it takes: "module_algo_map.<class>" of the LyCORIS preset, or "network"
 
     @property
     def params(self) -> int:
@@ -61,6 +62,16 @@ class NetworkPlan:
         for m in self.modules:
             out[m.model] = out.get(m.model, 0) + m.params
         return out
+
+    def by_rule(self) -> list[tuple[str, int, int, list[int]]]:
+        """(rule, modules, parameters, factors used) per rule, preset rules first."""
+        groups: dict[str, tuple[int, int, set]] = {}
+        for m in self.modules:
+            rule = "network.train_norm" if m.kind == "norm" else m.rule
+            count, params, factors = groups.get(rule, (0, 0, set()))
+            groups[rule] = (count + 1, params + m.params, factors | ({m.factor} if m.factor else set()))
+        order = sorted(groups, key=lambda r: (not r.startswith("module_algo_map"), r))
+        return [(r, groups[r][0], groups[r][1], sorted(groups[r][2])) for r in order]
 
     def file_bytes(self, precision: str = "fp16") -> int:
         """Size of the saved safetensors file, before sd-scripts' training metadata."""
@@ -118,6 +129,17 @@ def lokr_tensors(out_dim: int, in_dim: int, kernel: tuple[int, ...], dim: int, f
     return tensors
 
 
+# LyCORIS's own default when no preset is given (lycoris-lora 4.1.3, config.py "full"), the classes and names
+# that matter for SDXL; its names are diffusers', so none of them matches sd-scripts' SDXL modules
+LYCORIS_DEFAULT_PRESET = {
+    "enable_conv": True,
+    "unet_target_module": ["Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"],
+    "unet_target_name": ["conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2"],
+    "text_encoder_target_module": ["CLIPAttention", "CLIPSdpaAttention", "CLIPMLP"],
+    "text_encoder_target_name": [],
+}
+
+
 def read_lycoris_preset(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
@@ -146,7 +168,9 @@ def plan_network(preset: dict, args: NetworkArgs) -> NetworkPlan:
         mods = tables[model]["modules"]
         created: set[str] = set()
 
-        def single(m: dict, cfg: dict) -> None:
+        def single(m: dict, cls: str | None) -> None:
+            cfg = algo_map.get(cls, {})
+            rule = f"module_algo_map.{cls}" if cfg else "network"
             if m["name"] in created:
                 return
             cls, base = m["cls"], m.get("base", m["cls"])
@@ -156,7 +180,7 @@ def plan_network(preset: dict, args: NetworkArgs) -> NetworkPlan:
                 plan.modules.append(Module(model, m["name"], "norm", None, {"w_norm": (width,), "b_norm": (width,)}))
             elif base == "Linear" and args.dim > 0:
                 plan.modules.append(Module(model, m["name"], "lokr", factor, lokr_tensors(
-                    m["out"], m["in"], (), cfg.get("dim", args.dim), factor)))
+                    m["out"], m["in"], (), cfg.get("dim", args.dim), factor), rule))
             elif base == "Conv2d":
                 kernel = tuple(m["k"])
                 if kernel[0] == 1 and args.dim > 0:
@@ -166,7 +190,7 @@ def plan_network(preset: dict, args: NetworkArgs) -> NetworkPlan:
                 else:
                     return
                 plan.modules.append(Module(model, m["name"], "lokr", factor, lokr_tensors(
-                    m["out"], m["in"] // m.get("groups", 1), kernel, dim, factor)))
+                    m["out"], m["in"] // m.get("groups", 1), kernel, dim, factor), rule))
             else:
                 return
             created.add(m["name"])
@@ -177,20 +201,20 @@ def plan_network(preset: dict, args: NetworkArgs) -> NetworkPlan:
                 j += 1
             return j
 
-        def block(i: int, cfg: dict) -> None:
+        def block(i: int, cls: str) -> None:
             j, end = i + 1, subtree_end(i)
             while j < end:
                 if mods[j]["cls"] in algo_map:
-                    block(j, algo_map[mods[j]["cls"]])
+                    block(j, mods[j]["cls"])
                     j = subtree_end(j)
                 else:
-                    single(mods[j], cfg)
+                    single(mods[j], cls)
                     j += 1
 
         for i, m in enumerate(mods):
             matched = any(p.match(m["name"]) for p in patterns)
             if m["cls"] in targets and not matched:
-                block(i, algo_map.get(m["cls"], {}))
+                block(i, m["cls"])
             elif matched:
-                single(m, algo_map.get(m["cls"], {}))
+                single(m, m["cls"])
     return plan

@@ -60,7 +60,8 @@ class StepPlan:
     processes: int
     accumulation: int
     epochs: int
-    optimizer_steps: int
+    optimizer_steps: int  # what the trainer runs: schedule.max_steps when set, else the epochs' steps
+    max_steps: int  # schedule.max_steps; 0: the epochs decide
     warmup_optimizer_steps: int
     warmup_scheduler_steps: int
 
@@ -93,7 +94,7 @@ def step_plan(buckets: list[tuple[tuple[int, int], int]], p: Preset) -> StepPlan
     # train_network.py: epochs * ceil(len(dataloader) / num_processes / gradient_accumulation_steps),
     # unless --max_train_steps is given instead of epochs
     steps = s.max_steps or s.epochs * math.ceil(batches / la.num_processes / s.gradient_accumulation_steps)
-    return StepPlan(
+    return StepPlan(max_steps=s.max_steps,
         images=sum(n for _, n in buckets) // ds.num_repeats, buckets=buckets, batches=batches,
         batch_size=ds.batch_size, processes=la.num_processes, accumulation=s.gradient_accumulation_steps,
         epochs=s.epochs, optimizer_steps=steps, warmup_optimizer_steps=s.warmup_optimizer_steps,
@@ -157,8 +158,10 @@ def plan_lines(plan: StepPlan, seconds_per_step: float | None, lokr_params: int,
         f"batches           {plan.batches:,} per epoch (partly filled buckets round up)",
         f"effective batch   {plan.effective_batch} = {plan.batch_size} per GPU x {plan.accumulation} accumulation"
         f" x {plan.processes} process(es)",
-        f"optimizer steps   {plan.optimizer_steps:,} = {plan.epochs} epoch(s) x ceil({plan.batches:,} / "
-        f"{plan.processes} / {plan.accumulation})",
+        f"optimizer steps   {plan.optimizer_steps:,} = " + (
+            f"schedule.max_steps ({math.ceil(plan.batches / plan.processes / plan.accumulation):,} per epoch: "
+            f"schedule.epochs does not apply)" if plan.max_steps else
+            f"{plan.epochs} epoch(s) x ceil({plan.batches:,} / {plan.processes} / {plan.accumulation})"),
         f"warmup            {plan.warmup_optimizer_steps:,} optimizer steps = --lr_warmup_steps "
         f"{plan.warmup_scheduler_steps:,} ({plan.processes} scheduler steps per optimizer step)",
         *([f"                  (warmup outlasts the run's {plan.optimizer_steps:,} steps)"]
@@ -169,6 +172,8 @@ def plan_lines(plan: StepPlan, seconds_per_step: float | None, lokr_params: int,
     if seconds_per_step:
         lines.append(f"ETA               {duration(plan.optimizer_steps * seconds_per_step)} at "
                      f"{seconds_per_step:g} s per optimizer step")
+    else:
+        lines.append("ETA               give --seconds-per-step S (measured seconds per optimizer step) for one")
     return lines
 
 

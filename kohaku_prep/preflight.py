@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kohaku_prep import SD_SCRIPTS_COMMIT, SD_SCRIPTS_TAG
+from kohaku_prep import SD_SCRIPTS_COMMIT, SD_SCRIPTS_TAG, trainer_values
 from kohaku_prep.captions import KEEP_SEPARATOR
 from kohaku_prep.preset import Preset
 
@@ -47,11 +47,18 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def sd_scripts_commit(checkout: Path) -> str | None:
+    """The checkout's own commit; None when the folder is not the top of a git checkout itself (an empty
+    submodule folder or a copied tree would otherwise report the enclosing repository's commit)."""
     try:
-        out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+        out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True)
     except OSError:
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or not checkout.is_dir():
+        return None
+    top, commit = lines
+    return commit if Path(top).resolve() == checkout.resolve() else None
 
 
 def check_sd_scripts(checkout: Path) -> Check:
@@ -59,7 +66,8 @@ def check_sd_scripts(checkout: Path) -> Check:
         return Check("sd-scripts", False, f"no checkout at {checkout} (make setup-train, or KOHAKU_SD_SCRIPTS=PATH)")
     commit = sd_scripts_commit(checkout)
     if commit != SD_SCRIPTS_COMMIT:
-        return Check("sd-scripts", False, f"{checkout} is at {commit or 'an unknown commit'}, "
+        at = commit or "an unknown commit (not a git checkout of its own)"
+        return Check("sd-scripts", False, f"{checkout} is at {at}, "
                                           f"not {SD_SCRIPTS_TAG} ({SD_SCRIPTS_COMMIT[:8]}) that this tool emits for")
     return Check("sd-scripts", True, f"{checkout} at {SD_SCRIPTS_TAG} ({commit[:8]})")
 
@@ -71,7 +79,7 @@ def check_packages(optimizer_type: str) -> list[Check]:
             checks.append(Check(dist, False, "not installed (make setup-train)"))
         else:
             checks.append(Check(dist, True, importlib.metadata.version(dist)))
-    if "8bit" in optimizer_type.lower():
+    if trainer_values.uses_bitsandbytes(optimizer_type):
         checks.append(check_bitsandbytes(optimizer_type))
     return checks
 
@@ -208,7 +216,7 @@ def state_bytes(lokr_params: int, p: Preset) -> int:
     """One saved state: the network (fp16 under full_fp16, else fp32) and the optimizer's state
     (about 1 byte a parameter for 8-bit optimizers, 4 for 32-bit Lion, 8 for AdamW)."""
     weights = 2 if p.training.full_fp16 else 4
-    optimizer = 1 if "8bit" in p.optimizer.type.lower() else (4 if "lion" in p.optimizer.type.lower() else 8)
+    optimizer = 1 if trainer_values.is_8bit(p.optimizer.type) else (4 if "lion" in p.optimizer.type.lower() else 8)
     return lokr_params * (weights + optimizer)
 
 

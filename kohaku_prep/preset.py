@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -17,7 +18,11 @@ from typing import Any, Literal
 from kohaku_prep.errors import PrepError
 from kohaku_prep.tomlout import dumps
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+import kohaku_prep.presets
+from kohaku_prep import trainer_values
+
+# the shipped presets: the top-level presets/ folder, installed as the package kohaku_prep.presets
+PRESET_DIR = Path(kohaku_prep.presets.__file__).resolve().parent
 LYCORIS_PRESET_DIR = PRESET_DIR / "lycoris"  # network presets read by LyCORIS itself, not by this schema
 
 
@@ -115,7 +120,8 @@ class ModelSection:
 @dataclass
 class NetworkSection:
     module: Literal["lycoris.kohya"] = "lycoris.kohya"
-    preset: str = "lycoris/delta_lokr.toml"  # a LyCORIS preset file, relative to presets/ or a path
+    # a LyCORIS preset file (see find_file); "" for none: LyCORIS then picks modules by its own default
+    preset: str = "lycoris/delta_lokr.toml"
     algo: Literal["lokr"] = "lokr"
     dim: int = 10000
     alpha: float = 10000.0
@@ -192,7 +198,7 @@ class LoggingSection:
 
 @dataclass
 class SamplesSection:
-    prompts: str = ""  # a prompt file, relative to presets/ or a path; empty: no samples
+    prompts: str = ""  # a prompt file (see find_file); empty: no samples
     every_n_steps: int = 0
     sampler: str = "euler_a"
 
@@ -238,20 +244,37 @@ def read_layer(path: Path) -> Layer:
             return Layer(str(path), tomllib.load(fh))
     except FileNotFoundError:
         raise PrepError(f"{path}: no such preset file") from None
+    except IsADirectoryError:
+        raise PrepError(f"{path}: a folder, not a preset file") from None
+    except OSError as exc:
+        raise PrepError(f"{path}: cannot read the preset file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise PrepError(f"{path}: not a TOML file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise PrepError(f"{path}: not valid TOML: {exc}") from None
 
 
+def find_file(name: str) -> Path | None:
+    """The one rule for a file named in a command or a preset (a preset, a LyCORIS preset, a prompt file):
+    a file at that path wins, so the user's own file is never shadowed; else the shipped file of that name
+    (relative to presets/); None when neither exists."""
+    given = Path(name)
+    if given.is_file():
+        return given
+    shipped = PRESET_DIR / name
+    return shipped if name and not given.is_absolute() and shipped.is_file() else None
+
+
 def find_preset(name_or_path: str) -> Path:
-    """A shipped preset by name (`epsilon`) or any TOML file by path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        return path
-    shipped = PRESET_DIR / f"{name_or_path}.toml"
-    if shipped.exists():
-        return shipped
+    """A preset file by path, else a shipped preset by name (`epsilon`) or file name (`epsilon.toml`)."""
+    for candidate in (name_or_path, f"{name_or_path}.toml"):
+        found = find_file(candidate)
+        if found is not None and LYCORIS_PRESET_DIR not in found.resolve().parents:
+            return found
+    if Path(name_or_path).is_dir():
+        raise PrepError(f"{name_or_path}: a folder, not a preset file")
     names = ", ".join(p.stem for p in shipped_presets())
-    raise PrepError(f"no preset named '{name_or_path}' (shipped: {names})")
+    raise PrepError(f"no preset file '{name_or_path}' and no shipped preset of that name (shipped: {names})")
 
 
 def shipped_presets() -> list[Path]:
@@ -358,6 +381,8 @@ def resolve(preset_file: Path | None, user_file: Path | None = None, overrides: 
     preset = _build(Preset, merged, [], sources, errors)
     if not errors:
         errors.extend(check_values(preset))
+    if len(errors) == 1:
+        raise PrepError(errors[0])
     if errors:
         raise PrepError(f"{len(errors)} problem(s) in the preset:\n  " + "\n  ".join(errors))
     return Resolved(preset, layer_names, printed)
@@ -444,8 +469,8 @@ def check_values(p: Preset) -> list[str]:
     """Checks across fields that types alone cannot express."""
     errors = []
     d = p.dataset
-    if d.bucket_reso_steps % 32:
-        errors.append(f"dataset.bucket_reso_steps = {d.bucket_reso_steps}: SDXL needs a multiple of 32")
+    if d.bucket_reso_steps < 32 or d.bucket_reso_steps % 32:
+        errors.append(f"dataset.bucket_reso_steps = {d.bucket_reso_steps}: SDXL needs a positive multiple of 32")
     if not d.min_bucket_reso <= d.resolution <= d.max_bucket_reso:
         errors.append("dataset: need min_bucket_reso <= resolution <= max_bucket_reso")
     if not 0.0 <= d.caption_tag_dropout_rate < 1.0:
@@ -471,9 +496,31 @@ def check_values(p: Preset) -> list[str]:
     return errors + check_training_values(p)
 
 
+def _out_of_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, high_open: bool = False, also: tuple = ()) -> str | None:
+    """`key = value: must be in <range>` when value is outside it (or not finite), else None."""
+    if value in also:
+        return None
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return None
+    if low is not None and high is not None:
+        wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        wanted = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        wanted = f"{'<' if high_open else '<='} {high:g}"
+    extra = f" or {', '.join(map(str, also))}" if also else ""
+    return f"{key} = {value!r}: must be {wanted}{extra}"
+
+
 def check_training_values(p: Preset) -> list[str]:
     errors = []
-    t, la, s = p.training, p.launch, p.schedule
+    t, la, s, n, o = p.training, p.launch, p.schedule, p.network, p.optimizer
     if t.full_fp16 and t.mixed_precision != "fp16":
         errors.append("training.full_fp16 needs training.mixed_precision = \"fp16\" (sd-scripts asserts it)")
     if la.num_processes < 1 or la.num_machines < 1 or la.num_processes % la.num_machines:
@@ -484,7 +531,7 @@ def check_training_values(p: Preset) -> list[str]:
         errors.append("launch.device = \"cpu\" runs one process without fp16 (the fp16 scaler needs a GPU)")
     if s.gradient_accumulation_steps < 1 or s.epochs < 1 or s.warmup_optimizer_steps < 0 or s.max_steps < 0:
         errors.append("schedule: gradient_accumulation_steps and epochs must be >= 1, warmup and max_steps >= 0")
-    if len(p.optimizer.betas) != 2:
+    if len(o.betas) != 2:
         errors.append("optimizer.betas must hold two numbers")
     if p.samples.prompts and p.samples.every_n_steps < 1:
         errors.append("samples.every_n_steps must be >= 1 when samples.prompts is set")
@@ -492,7 +539,52 @@ def check_training_values(p: Preset) -> list[str]:
         errors.append("saving: output_name must be set, every_n_steps >= 0 and keep_states >= 1")
     if s.steps_per_part < 0 or p.run.retries < 0:
         errors.append("schedule.steps_per_part and run.retries must be >= 0")
-    return errors
+    elif "/" in p.saving.output_name or p.saving.output_name in (".", ".."):
+        errors.append(f"saving.output_name = {p.saving.output_name!r}: a file name, not a path (the files go "
+                      "into run.dir/output)")
+    # what the trainer would reject late, or silently misuse
+    problem = trainer_values.optimizer_problem(o.type)
+    if problem:
+        errors.append(f"optimizer.type = {problem}")
+    if s.lr_scheduler not in trainer_values.SCHEDULERS:
+        near = difflib.get_close_matches(s.lr_scheduler, trainer_values.SCHEDULERS, n=1)
+        errors.append(f"schedule.lr_scheduler = {s.lr_scheduler!r}: not a scheduler this run can use"
+                      f"{'; did you mean ' + repr(near[0]) + '?' if near else ''} (one of "
+                      f"{', '.join(trainer_values.SCHEDULERS)})")
+    elif s.lr_scheduler in trainer_values.NO_WARMUP_SCHEDULERS and s.warmup_optimizer_steps:
+        errors.append(f"schedule.lr_scheduler = {s.lr_scheduler!r} takes no warmup (sd-scripts raises): use "
+                      "\"constant_with_warmup\" or schedule.warmup_optimizer_steps = 0")
+    samplers = trainer_values.choices("sample_sampler")
+    if p.samples.sampler not in samplers:
+        near = difflib.get_close_matches(p.samples.sampler, samplers, n=1)
+        errors.append(f"samples.sampler = {p.samples.sampler!r}: not a sampler of the trainer"
+                      f"{'; did you mean ' + repr(near[0]) + '?' if near else ''} (one of {', '.join(samplers)})")
+    for key, name in (("network.preset", n.preset), ("samples.prompts", p.samples.prompts)):
+        if name and find_file(name) is None:
+            errors.append(f"{key} = {name!r}: no such file, here or among the shipped presets")
+    ranges = [
+        _out_of_range("optimizer.unet_lr", o.unet_lr, 0, low_open=True),
+        _out_of_range("optimizer.text_encoder_lr", o.text_encoder_lr, 0),
+        _out_of_range("optimizer.weight_decay", o.weight_decay, 0),
+        *[_out_of_range(f"optimizer.betas[{i}]", b, 0, 1, high_open=True) for i, b in enumerate(o.betas)],
+        _out_of_range("optimizer.max_grad_norm", o.max_grad_norm, 0),
+        _out_of_range("network.dim", n.dim, 1),
+        _out_of_range("network.alpha", n.alpha, 0, low_open=True),
+        _out_of_range("network.factor", n.factor, 1, also=(-1,)),  # -1: LyCORIS picks the split
+        _out_of_range("network.conv_dim", n.conv_dim, 0),
+        _out_of_range("network.conv_alpha", n.conv_alpha, 0, low_open=True),
+        _out_of_range("network.dropout", n.dropout, 0, 1, high_open=True),
+        _out_of_range("schedule.seed", s.seed, 0, 2**32 - 1),  # numpy's seed range (the trainer seeds numpy)
+        _out_of_range("training.min_snr_gamma", t.min_snr_gamma, 0),
+        _out_of_range("training.noise_offset", t.noise_offset, 0),
+        _out_of_range("training.max_data_loader_n_workers", t.max_data_loader_n_workers, 0),
+        _out_of_range("samples.every_n_steps", p.samples.every_n_steps, 0),
+        _out_of_range("launch.main_process_port", la.main_process_port, 1, 65535),
+        _out_of_range("launch.ddp_timeout_minutes", la.ddp_timeout_minutes, 0),
+        _out_of_range("dataset.resolution", p.dataset.resolution, 64),
+        _out_of_range("dataset.min_bucket_reso", p.dataset.min_bucket_reso, 64),
+    ]
+    return errors + [r for r in ranges if r]
 
 
 # ---------------------------------------------------------------- output

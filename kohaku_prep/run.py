@@ -4,9 +4,9 @@ command), and its preflight. Writes files; launching is the chain's.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
-import dataclasses
 import json
 import os
 import platform
@@ -25,11 +25,13 @@ from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interfac
                          training)
 from kohaku_prep import parts as parts_module
 from kohaku_prep.errors import PrepError
-from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.preset import PRESET_DIR, Preset, Resolved, to_dict
+from kohaku_prep.fsutil import RECORD, OwnedFiles, write_atomic
+from kohaku_prep.preset import Preset, Resolved, find_file, to_dict
 from kohaku_prep.tomlout import dumps
 
 ROOT = Path(__file__).resolve().parent.parent
+UNKNOWN_COMMIT = "unknown (not a git checkout of its own)"
+SEED_MAX = 2**32 - 1  # the trainer seeds numpy, whose seeds end here
 VERSIONED = ("torch", "accelerate", "lycoris-lora", "bitsandbytes", "transformers", "diffusers", "numpy", "pyarrow")
 
 
@@ -39,9 +41,11 @@ def sd_scripts_dir(flag: str | None = None) -> Path:
 
 
 def preset_file(name: str) -> Path:
-    """A file named in a preset: relative to presets/ when it is there, else as given."""
-    shipped = PRESET_DIR / name
-    return shipped if shipped.is_file() else Path(name)
+    """A file named in a preset, by the rule of preset.find_file (the user's file wins, else the shipped one)."""
+    found = find_file(name)
+    if found is None:
+        raise PrepError(f"{name}: no such file, here or among the shipped presets")
+    return found
 
 
 @dataclass
@@ -60,8 +64,12 @@ CHAINABLE_SCHEDULERS = ("constant", "constant_with_warmup", "inverse_sqrt")
 def make_plan(p: Preset) -> RunPlan:
     manifest_path = Path(p.run.dataset) / "manifest.parquet"
     if not p.run.dataset or not manifest_path.is_file():
-        raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (set run.dataset=DIR)")
-    manifest = pq.read_table(manifest_path, columns=["id", "image", "width", "height"])
+        raise PrepError(f"{p.run.dataset or 'run.dataset'}: not a built dataset (--dataset DIR, or run.dataset=DIR)")
+    try:
+        manifest = pq.read_table(manifest_path, columns=["id", "image", "width", "height"])
+    except (OSError, ValueError) as exc:  # pyarrow's errors for a damaged file or a missing column
+        raise PrepError(f"{manifest_path}: not a readable manifest ({str(exc).splitlines()[0]}); "
+                        "build the dataset again") from None
     resos, bucket_of = plan.bucket_index(manifest["width"].to_numpy(), manifest["height"].to_numpy(), p.dataset)
     s, ds = p.schedule, p.dataset
     parts = parts_module.plan_parts(
@@ -72,19 +80,40 @@ def make_plan(p: Preset) -> RunPlan:
         raise PrepError(f"schedule.lr_scheduler = {s.lr_scheduler} cannot run in {len(parts.parts)} parts: sd-scripts "
                         "builds its curve from each launch's own length; use one of "
                         f"{', '.join(CHAINABLE_SCHEDULERS)}, or one part (schedule.steps_per_part = 0)")
+    if s.seed + len(parts.parts) - 1 > SEED_MAX:
+        raise PrepError(f"schedule.seed = {s.seed}: part {len(parts.parts)} would launch with a seed past {SEED_MAX:,}; "
+                        "choose a smaller seed")
     if len(parts.parts) > 1 and p.launch.num_machines > 1:
         raise PrepError("a run on several machines runs as one part: set schedule.steps_per_part = 0")
     n = p.network
     args = lokr.NetworkArgs(n.dim, n.factor, n.conv_dim, n.train_norm, n.train_text_encoder)
-    network = lokr.plan_network(lokr.read_lycoris_preset(preset_file(n.preset)), args)
+    preset = lokr.read_lycoris_preset(preset_file(n.preset)) if n.preset else lokr.LYCORIS_DEFAULT_PRESET
+    network = lokr.plan_network(preset, args)
     counts = np.bincount(bucket_of, minlength=len(resos)) * ds.num_repeats
     buckets = [(resos[i], int(c)) for i, c in enumerate(counts) if c]
     return RunPlan(plan.step_plan(buckets, p), network, parts, manifest["image"].combine_chunks())
 
 
+def network_lines(network: lokr.NetworkPlan, p: Preset) -> list[str]:
+    """Which modules take the LyCORIS preset's values and which the [network] section's."""
+    source = (f"LyCORIS preset {p.network.preset}" if p.network.preset
+              else "no LyCORIS preset (LyCORIS's default modules)")
+    lines = [f"network           {source}; whose factor and dim each module takes:"]
+    for rule, count, params, factors in network.by_rule():
+        shown = ", ".join(map(str, factors))
+        if rule.startswith("module_algo_map"):
+            whose = f"factor {shown}, dim: the preset's {rule} (network.factor/dim do not apply)"
+        elif rule == "network":
+            whose = f"factor {shown}, dim: the [network] section (network.factor, network.dim/conv_dim)"
+        else:
+            whose = "norm weights (network.train_norm)"
+        lines.append(f"  {count:>5,} modules {params:>13,} parameters  {whose}")
+    return lines
+
+
 def plan_text(rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> str:
     size = rp.network.file_bytes(p.training.save_precision)
-    lines = plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size)
+    lines = plan.plan_lines(rp.steps, seconds_per_step, rp.network.params, size) + network_lines(rp.network, p)
     lines += plan.parts_lines(rp.parts, p, seconds_per_step)
     return "\n".join(lines) + "\n"
 
@@ -108,14 +137,10 @@ def plan_charts(steps: plan.StepPlan, seconds_per_step: float | None = None, par
 
 def write_plan_charts(run_dir: Path, rp: RunPlan, p: Preset, seconds_per_step: float | None = None) -> list[Path]:
     """The plan's charts in the run folder, with the run's parts and kept LoKr files."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     parts = rp.parts.parts
     saves = parts_module.cadence_ends(parts, p.saving.every_n_steps)
-    for name, data in plan_charts(rp.steps, seconds_per_step, [q.end_step for q in parts], saves).items():
-        write_atomic(run_dir / name, data)
-        written.append(run_dir / name)
-    return written
+    charts = plan_charts(rp.steps, seconds_per_step, [q.end_step for q in parts], saves)
+    return OwnedFiles(run_dir, "run.dir").write_all(charts)
 
 
 def installed_version(dist: str) -> str:
@@ -127,7 +152,7 @@ def installed_version(dist: str) -> str:
 
 def versions(sd_scripts: Path) -> dict[str, str]:
     out = {"kohaku-prep": __version__, "python": platform.python_version(),
-           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or "absent",
+           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
            "sd-scripts pinned": SD_SCRIPTS_COMMIT}
     return out | {dist: installed_version(dist) for dist in VERSIONED}
 
@@ -139,7 +164,7 @@ def run_record(p: Preset, sd_scripts: Path) -> dict[str, str]:
         manifest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {"preset_sha256": hashlib.sha256(dumps(to_dict(p)).encode()).hexdigest(),
             "dataset_manifest_sha256": manifest,
-            "sd_scripts_commit": preflight.sd_scripts_commit(sd_scripts) or "absent",
+            "sd_scripts_commit": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
             "bitsandbytes": installed_version("bitsandbytes")}
 
 
@@ -154,7 +179,7 @@ def check_run_folder(run_dir: Path) -> bool:
     """True when `run_dir` holds a run of this tool (its run.json); False when it is new, empty or holds
     only the plan's charts.
     Anything else is the user's and is refused: the tool writes and deletes only in its own run folders."""
-    if not run_dir.exists() or (run_dir.is_dir() and {f.name for f in run_dir.iterdir()} <= set(PLAN_CHARTS)):
+    if not run_dir.exists() or (run_dir.is_dir() and {f.name for f in run_dir.iterdir()} <= {*PLAN_CHARTS, RECORD}):
         return False  # new, empty, or holding only what `plan` drew
     if not run_dir.is_dir():
         raise PrepError(f"{run_dir}: run.dir names a file; give a new or empty folder")
@@ -172,25 +197,28 @@ def parts_table(rp: RunPlan) -> list[dict]:
 
 def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, command: list[str],
                      cwd: str) -> training.RunPaths:
-    """The run's own files: what every part shares, and what the run was started from."""
+    """The run's own files: what every part shares, and what the run was started from. Refuses any file in
+    the way that this tool did not write."""
     p = resolved.preset
     if not p.run.dir:
-        raise PrepError("set run.dir (the run folder)")
+        raise PrepError("set run.dir (the run folder: --run-dir DIR or run.dir=DIR)")
     paths = training.RunPaths(Path(p.run.dir).resolve())
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.lycoris_preset, preset_file(p.network.preset).read_bytes())
+    files = {
+        "command.sh": "#!/usr/bin/env bash\n# written by kohaku-prep: runs or continues this run (each part's own "
+                      f"launch is parts/NNN/command.sh)\nset -euo pipefail\ncd {shlex.quote(cwd)}\nexec "
+                      + " ".join(shlex.quote(a) for a in command) + "\n",
+        "preset.toml": resolved.to_toml(),
+        "plan.txt": plan_text(rp, p),
+        paths.parts_table.name: json.dumps(parts_table(rp), indent=1) + "\n",
+        "versions.json": json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n",
+        resume.RUN_RECORD: json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n",
+    }
+    if p.network.preset:
+        files[paths.lycoris_preset.name] = preset_file(p.network.preset).read_bytes()
     if p.samples.prompts:
-        write_atomic(paths.prompts, preset_file(p.samples.prompts).read_bytes())
-    write_atomic(paths.root / "preset.toml", resolved.to_toml())
-    write_atomic(paths.root / "plan.txt", plan_text(rp, p))
-    write_atomic(paths.parts_table, json.dumps(parts_table(rp), indent=1) + "\n")
-    write_atomic(paths.root / "command.sh", "#!/usr/bin/env bash\n# written by kohaku-prep: runs or continues "
-                 "this run (each part's own launch is parts/NNN/command.sh)\nset -euo pipefail\n"
-                 f"cd {shlex.quote(cwd)}\nexec "
-                 + " ".join(shlex.quote(a) for a in command) + "\n")
+        files[paths.prompts.name] = preset_file(p.samples.prompts).read_bytes()
+    OwnedFiles(paths.root, "run.dir").write_all(files)
     (paths.root / "command.sh").chmod(0o755)
-    write_atomic(paths.root / "versions.json", json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n")
-    write_atomic(paths.root / resume.RUN_RECORD, json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n")
     return paths
 
 
@@ -246,8 +274,10 @@ def write_part_folder(p: Preset, rp: RunPlan, paths: training.RunPaths, index: i
         raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))
     write_atomic(part_paths.dataset_toml, dataset_toml)
     write_atomic(part_paths.train_toml, training.training_toml(config, preset_name, index + 1, len(rp.parts.parts)))
-    rank = int(os.environ.get("MACHINE_RANK", p.launch.machine_rank))
-    argv = training.launch_argv(p, part_paths, sd_scripts, rank)
+    rank_text = os.environ.get("MACHINE_RANK", str(p.launch.machine_rank))
+    if not rank_text.isdigit() or int(rank_text) >= p.launch.num_machines:
+        raise PrepError(f"MACHINE_RANK={rank_text}: must be a machine number from 0 to {p.launch.num_machines - 1}")
+    argv = training.launch_argv(p, part_paths, sd_scripts, int(rank_text))
     write_atomic(part_paths.command, training.command_script(argv, p.launch.machine_rank))
     part_paths.command.chmod(0o755)
     return argv

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from kohaku_prep.fsutil import write_atomic
+from kohaku_prep.errors import PrepError
+from kohaku_prep.fsutil import OwnedFiles
 
 SPECIAL = ["1girl", "2girls", "multiple_girls", "1boy", "2boys", "male_focus", "1other", "6+girls"]
 GENERAL = [
@@ -94,25 +95,29 @@ def _image_bytes(rng: random.Random, post: dict, ext: str) -> bytes:
     return buf.getvalue()
 
 
-def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
         for name, data in sorted(members):
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tf.addfile(info, io.BytesIO(data))
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+MAX_POSTS = MAX_ID // 1000  # one post per block of 1000 ids
 
 
 def generate(root: Path, n_posts: int = 2400, seed: int = 20240421) -> dict[str, int]:
+    """Write the sample into `root`; a sample written there before is replaced, nothing else is touched."""
+    if not 1 <= n_posts <= MAX_POSTS:
+        raise PrepError(f"the sample holds 1 to {MAX_POSTS:,} posts, not {n_posts:,}")
     rng = random.Random(seed)
     blocks = rng.sample(range(MAX_ID // 1000), n_posts)
     posts = [_post(rng, max(1, b * 1000 + rng.randrange(SHARDS))) for b in blocks]
@@ -131,27 +136,27 @@ def generate(root: Path, n_posts: int = 2400, seed: int = 20240421) -> dict[str,
             corrupt, data = post["id"], b"this is not an image"
         else:
             data = _image_bytes(rng, post, post["file_ext"])
-        shards.setdefault(root / "images" / folder / f"data-{number:04d}.tar", []).append(
+        shards.setdefault(f"images/{folder}/data-{number:04d}.tar", []).append(
             (f"{post['id']}.{post['file_ext']}", data))
     # a dated update folder replaces one image of the original shards
-    first_shard = min(p for p in shards if p.parent.name == "original")
+    first_shard = min(p for p in shards if p.startswith("images/original/"))
     name = next(n for n, _ in sorted(shards[first_shard]) if n.endswith(".png"))
     replaced = next(p for p in posts if f"{p['id']}.png" == name)
-    shards[root / "images" / "2024-05-01" / first_shard.name] = [(name, _image_bytes(rng, replaced, "png"))]
-    for path, members in shards.items():
-        _write_tar(path, members)
+    shards[f"images/2024-05-01/{first_shard.rsplit('/', 1)[1]}"] = [(name, _image_bytes(rng, replaced, "png"))]
+    files = {path: _tar_bytes(members) for path, members in shards.items()}
 
     # flat shape: two shards, rows shuffled (the build must not depend on file or row order)
     shuffled = posts[:]
     rng.shuffle(shuffled)
     half = len(shuffled) // 2
     for k, part in enumerate((shuffled[:half], shuffled[half:])):
-        _write_parquet(root / "metadata" / "flat" / f"posts-{k:03d}.parquet", pa.Table.from_pylist(part))
-    _write_normalized(root / "metadata" / "normalized", posts)
+        files[f"metadata/flat/posts-{k:03d}.parquet"] = _parquet_bytes(pa.Table.from_pylist(part))
+    files.update({f"metadata/normalized/{name}": data for name, data in _normalized_files(posts).items()})
+    OwnedFiles(root, "sample folder").write_all(files, prune=True)
     return {"posts": len(posts), "shards": len(shards), "images_missing": missing}
 
 
-def _write_normalized(folder: Path, posts: list[dict]) -> None:
+def _normalized_files(posts: list[dict]) -> dict[str, bytes]:
     """HakuBooru's tables: integer ratings, 0/1 booleans, tags by id, relation rows in tag order."""
     names = {}
     for category in TAG_TYPE:
@@ -178,6 +183,5 @@ def _write_normalized(folder: Path, posts: list[dict]) -> None:
         "is_deleted": pa.array([int(p["is_deleted"]) for p in posts], pa.int8()),
         "is_banned": pa.array([int(p["is_banned"]) for p in posts], pa.int8()),
     })
-    _write_parquet(folder / "post.parquet", post_table)
-    _write_parquet(folder / "tag.parquet", tags)
-    _write_parquet(folder / "posttagrelation.parquet", relation)
+    return {"post.parquet": _parquet_bytes(post_table), "tag.parquet": _parquet_bytes(tags),
+            "posttagrelation.parquet": _parquet_bytes(relation)}

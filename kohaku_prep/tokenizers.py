@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from kohaku_prep.errors import PrepError
-from kohaku_prep.fsutil import write_atomic
+from kohaku_prep.fsutil import OwnedFiles
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 MERGES = 49152 - 256 - 2  # CLIP keeps the first merges so that the vocabulary has 49,408 tokens
@@ -58,16 +58,14 @@ def vocabulary(bpe: Path) -> tuple[dict[str, int], list[str]]:
 
 def write_cache(folder: Path, bpe: Path) -> list[Path]:
     vocab, merges = vocabulary(bpe)
-    written = []
+    files = {}
     for name, pad in FOLDERS.items():
-        target = folder / name
-        target.mkdir(parents=True, exist_ok=True)
         special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad}
         config = {**special, "model_max_length": 77, "do_lower_case": True, "errors": "replace",
                   "add_prefix_space": False, "tokenizer_class": "CLIPTokenizer"}
-        write_atomic(target / "vocab.json", json.dumps(vocab, ensure_ascii=False))
-        write_atomic(target / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
-        write_atomic(target / "special_tokens_map.json", json.dumps(special, indent=2, sort_keys=True) + "\n")
-        write_atomic(target / "tokenizer_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-        written.append(target)
-    return written
+        files[f"{name}/vocab.json"] = json.dumps(vocab, ensure_ascii=False)
+        files[f"{name}/merges.txt"] = "#version: 0.2\n" + "\n".join(merges) + "\n"
+        files[f"{name}/special_tokens_map.json"] = json.dumps(special, indent=2, sort_keys=True) + "\n"
+        files[f"{name}/tokenizer_config.json"] = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    OwnedFiles(folder, "tokenizer folder").write_all(files)
+    return [folder / name for name in FOLDERS]

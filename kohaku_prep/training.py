@@ -122,7 +122,8 @@ def network_args(p: Preset, paths: RunPaths) -> list[str]:
         args.append(f"dropout={_number(n.dropout)}")
     if n.train_norm:
         args.append("train_norm=True")
-    args.append(f"preset={paths.lycoris_preset}")
+    if n.preset:  # else LyCORIS's own default module selection
+        args.append(f"preset={paths.lycoris_preset}")
     return args
 
 

@@ -276,7 +276,7 @@ def child_writes(t: dict) -> dict:
     text = table["caption"]
 
     def kohaku(root):
-        build.write_captions(root, ids, text, p, False, lambda _: None)
+        build.write_captions(root, ids, text, p, False)
 
     def minimal(root):
         def loop(rows):
@@ -294,7 +294,7 @@ def child_writes(t: dict) -> dict:
 
     def extract(k):
         (tmp / f"kohaku-{k}").mkdir()
-        build.copy_images(plan, tmp / f"kohaku-{k}", p, False, lambda _: None)
+        build.copy_images(plan, tmp / f"kohaku-{k}", p, False)
 
     rows = np.searchsorted(plan.index.ids, plan.sel.ids)
     shards = []

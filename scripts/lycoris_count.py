@@ -56,7 +56,8 @@ def _safetensors_header_len(shapes: dict[str, list[int]], dtype: str = "F16", nb
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sd-scripts", default="third_party/sd-scripts")
-    ap.add_argument("--preset", default="presets/lycoris/delta_lokr.toml", help="the LyCORIS preset file")
+    ap.add_argument("--preset", default="presets/lycoris/delta_lokr.toml",
+                    help="the LyCORIS preset file; '' for none (LyCORIS's default)")
     ap.add_argument("--network-args", default=NETWORK_ARGS, help="--network_args, space-separated, without preset")
     ap.add_argument("--dim", type=int, default=10000, help="--network_dim (argparse makes it an int)")
     ap.add_argument("--alpha", type=float, default=10000.0, help="--network_alpha (argparse makes it a float)")
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     lw.network_module_dict["lokr"] = recording_lokr
 
     net_kwargs = {}
-    for net_arg in args.network_args.split() + [f"preset={args.preset}"]:
+    for net_arg in args.network_args.split() + ([f"preset={args.preset}"] if args.preset else []):
         k, v = net_arg.split("=", 1)
         net_kwargs[k] = v
 

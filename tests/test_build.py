@@ -114,16 +114,71 @@ def test_interrupted_build_resumes_without_redoing_images(sample_root, sample_da
     assert (out / "manifest.parquet").read_bytes() == (sample_dataset / "manifest.parquet").read_bytes()
 
 
+def user_files(folder):
+    """A folder of the user's own files, as the report of issue 11 had it; returns their bytes by path."""
+    (folder / "photos").mkdir(parents=True)
+    (folder / "photos" / "keep.txt").write_bytes(b"my photo list\n")
+    (folder / "notes.txt").write_bytes(b"\x00\xffnotes")
+    return snapshot(folder)
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_of_user_files_is_never_replaced(sample_root, tmp_path, force):
+    out = tmp_path / "out"
+    before = user_files(out)
+    with pytest.raises(PrepError, match="not a folder kohaku-prep built.*with or without --force"):
+        build_sample(sample_root, out, force=force)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_existing_dataset_is_replaced_only_with_force(sample_root, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    with pytest.raises(PrepError, match="already holds other files; pass --force"):
+    build_sample(sample_root, out, extra=["selection.seed=7"])
+    with pytest.raises(PrepError, match="already holds a dataset .*; pass --force"):
         build_sample(sample_root, out)
-    assert (out / "keep.txt").read_text() == "mine"
     build_sample(sample_root, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.parquet").exists()
+    assert (out / "manifest.parquet").exists() and "seed = 1337" in (out / "preset.toml").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("where", ["top", "subset folder", "images"])
+def test_a_dataset_holding_a_user_file_is_not_replaced(sample_root, tmp_path, where):
+    out = tmp_path / "out"
+    build_sample(sample_root, out)
+    folder = {"top": out, "subset folder": next((out / "images").iterdir()), "images": out / "images"}[where]
+    (folder / "my-notes.md").write_bytes(b"mine")
+    before = snapshot(out)
+    with pytest.raises(PrepError, match=f"holds {folder / 'my-notes.md'}, which kohaku-prep does not write"):
+        build_sample(sample_root, out, force=True)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("sibling", ["out.partial", "out.replaced"])
+def test_user_folders_beside_the_output_are_never_touched(sample_root, tmp_path, sibling):
+    before = user_files(tmp_path / sibling)
+    with pytest.raises(PrepError, match=f"{tmp_path / sibling}: it is not a folder kohaku-prep built"):
+        build_sample(sample_root, tmp_path / "out", force=True)
+    assert snapshot(tmp_path / sibling) == before and not (tmp_path / "out").exists()
+
+
+def test_out_naming_a_link_is_refused(sample_root, tmp_path):
+    before = user_files(tmp_path / "mine")
+    (tmp_path / "out").symlink_to(tmp_path / "mine")
+    with pytest.raises(PrepError, match="is a link, not a folder"):
+        build_sample(sample_root, tmp_path / "out", force=True)
+    assert snapshot(tmp_path / "mine") == before
+
+
+def test_out_naming_a_file_is_refused(sample_root, tmp_path):
+    (tmp_path / "out").write_bytes(b"a file")
+    with pytest.raises(PrepError, match="is a file, not a folder"):
+        build_sample(sample_root, tmp_path / "out", force=True)
+    assert (tmp_path / "out").read_bytes() == b"a file"
 
 
 def test_unfinished_build_of_another_preset_is_not_mixed_in(sample_root, tmp_path):

@@ -21,7 +21,13 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path):
 
 def test_missing_output_flag():
     result = run("dataset", "--metadata", "x", "--images", "y")
-    assert result.exit_code == 1 and "set output.dir (--out DIR)" in result.output
+    assert result.exit_code == 1 and "error: set --out (see kohaku-prep dataset --help)" in result.output
+
+
+def test_dataset_without_arguments_names_every_missing_option():
+    result = run("dataset")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "error: set --metadata, --images, --out (see kohaku-prep dataset --help)"
 
 
 def test_dataset_end_to_end_prints_overrides_and_stages(sample_root, tmp_path):
@@ -75,6 +81,6 @@ def test_plan_command(sample_dataset):
 
 def test_train_refuses_to_launch_when_preflight_fails(sample_dataset, tmp_path):
     result = run("train", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}")
-    assert result.exit_code == 1 and "preflight check(s) failed; nothing was launched" in result.output
+    assert result.exit_code == 1 and "preflight checks failed; nothing was launched" in result.output
     check = run("train", "--check", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run2'}")
     assert check.exit_code == 1 and not (tmp_path / "run2").exists()

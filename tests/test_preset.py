@@ -1,4 +1,5 @@
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -120,8 +121,23 @@ def test_unreadable_preset_files(tmp_path):
     broken.write_text("[dataset\n")
     with pytest.raises(PrepError, match="not valid TOML"):
         resolve(broken)
-    with pytest.raises(PrepError, match="no preset named 'nope'"):
+    with pytest.raises(PrepError, match="no preset file 'nope' and no shipped preset of that name"):
         find_preset("nope")
     with pytest.raises(PrepError, match="no such preset file"):
         resolve(tmp_path / "missing.toml")
     assert tomllib.loads(resolve(find_preset("epsilon")).to_toml())["selection"]["seed"] == 1337
+
+
+def test_a_users_file_wins_over_a_shipped_one_of_the_same_name(tmp_path, monkeypatch):
+    from kohaku_prep import run
+
+    monkeypatch.chdir(tmp_path)
+    assert find_preset("epsilon") == PRESET_DIR / "epsilon.toml"
+    assert run.preset_file("lycoris/delta_lokr.toml") == LYCORIS_PRESET_DIR / "delta_lokr.toml"
+    (tmp_path / "epsilon.toml").write_text("[selection]\nseed = 5\n")
+    (tmp_path / "lycoris").mkdir()
+    (tmp_path / "lycoris" / "delta_lokr.toml").write_text("enable_conv = false\n")
+    assert find_preset("epsilon") == find_preset("epsilon.toml") == Path("epsilon.toml")
+    assert run.preset_file("lycoris/delta_lokr.toml") == Path("lycoris/delta_lokr.toml")
+    with pytest.raises(PrepError, match="no shipped preset of that name"):
+        find_preset("delta_lokr")  # a LyCORIS preset is not a recipe

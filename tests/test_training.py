@@ -127,12 +127,12 @@ def test_run_folder_holds_everything_the_trainer_reads(sample_dataset, tmp_path)
     rp = run.make_plan(resolved.preset)
     paths = run.write_run_folder(resolved, rp, Path("/sd"), ["kohaku-prep", "train"], "/work")
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
-    assert names == ["command.sh", "lycoris_preset.toml", "parts.json", "plan.txt", "preset.toml", "prompts.txt",
-                     "run.json", "versions.json"]
+    assert names == [".kohaku-prep-files.json", "command.sh", "lycoris_preset.toml", "parts.json", "plan.txt",
+                     "preset.toml", "prompts.txt", "run.json", "versions.json"]
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     manifest = hashlib.sha256((sample_dataset / "manifest.parquet").read_bytes()).hexdigest()
     assert sorted(record) == ["bitsandbytes", "dataset_manifest_sha256", "preset_sha256", "sd_scripts_commit"]
-    assert (record["dataset_manifest_sha256"], record["sd_scripts_commit"]) == (manifest, "absent")
+    assert (record["dataset_manifest_sha256"], record["sd_scripts_commit"]) == (manifest, run.UNKNOWN_COMMIT)
     assert [row["images"] for row in json.loads(paths.parts_table.read_text())] == [
         len(part.rows) for part in rp.parts.parts]
     argv = run.write_part_folder(resolved.preset, rp, paths, 1, Path("/sd"), "epsilon")
