@@ -117,10 +117,11 @@ def _build_key(resolved: Resolved, plan: Plan) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-DESCRIPTION_FILES = ("manifest.parquet", "summary.json", "dataset.toml", "preset.toml", "report.md")
+DESCRIPTION_FILES = ("manifest.parquet", "summary.json", "dataset.toml", "preset.toml", "report.md", "report.html")
 BUILD_FILES = (".lock", ".build-key")  # in a staging folder only
 _NUMBERED = re.compile(r"^\d+$")
 _POST_FILE = re.compile(r"^\d+\.[A-Za-z0-9]+$")  # <id>.<ext> and <id>.txt
+_REPORT_CHART = re.compile(r"^report-[a-z-]+\.png$")  # the report's charts (kohaku_prep.report)
 
 
 def _is_temp_of(name: str, names: tuple[str, ...]) -> bool:
@@ -144,7 +145,8 @@ def foreign_entry(folder: Path) -> Path | None:
                             for f in files:
                                 if f.is_symlink() or not f.is_file() or not _POST_FILE.match(f.name):
                                     return Path(f.path)
-            elif not (entry.is_file() and (entry.name in names or _is_temp_of(entry.name, names))):
+            elif not (entry.is_file() and (entry.name in names or _REPORT_CHART.match(entry.name)
+                                           or _is_temp_of(entry.name, names))):
                 return path
     return None
 

@@ -219,7 +219,6 @@ def plan_command(preset, config, dataset_dir, seconds_per_step, overrides) -> No
     rp = run.make_plan(resolved.preset)
     click.echo(run.plan_text(rp, resolved.preset, seconds_per_step), nl=False)
     if resolved.preset.run.dir:
-        run.check_run_folder(Path(resolved.preset.run.dir))  # never drawn among the user's own files
         for path in run.write_plan_charts(Path(resolved.preset.run.dir), rp, resolved.preset, seconds_per_step):
             _echo(f"chart: {path}")
 

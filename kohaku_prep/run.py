@@ -25,7 +25,7 @@ from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interfac
                          training)
 from kohaku_prep import parts as parts_module
 from kohaku_prep.errors import PrepError
-from kohaku_prep.fsutil import RECORD, OwnedFiles, write_atomic
+from kohaku_prep.fsutil import OwnedFiles, write_atomic
 from kohaku_prep.preset import Preset, Resolved, find_file, to_dict
 from kohaku_prep.tomlout import dumps
 
@@ -175,18 +175,22 @@ def read_run_record(run_dir: Path) -> dict[str, str] | None:
         return None
 
 
+RUN_SUBFOLDERS = ("parts", "output")  # where the chain launches, moves and deletes
+
+
 def check_run_folder(run_dir: Path) -> bool:
-    """True when `run_dir` holds a run of this tool (its run.json); False when it is new, empty or holds
-    only the plan's charts.
-    Anything else is the user's and is refused: the tool writes and deletes only in its own run folders."""
-    if not run_dir.exists() or (run_dir.is_dir() and {f.name for f in run_dir.iterdir()} <= {*PLAN_CHARTS, RECORD}):
-        return False  # new, empty, or holding only what `plan` drew
-    if not run_dir.is_dir():
-        raise PrepError(f"{run_dir}: run.dir names a file; give a new or empty folder")
-    if not (run_dir / resume.RUN_RECORD).is_file():
-        raise PrepError(f"{run_dir}: not a run folder of kohaku-prep (no {resume.RUN_RECORD}) and not empty; "
-                        "give a new or empty folder")
-    return True
+    """True when `run_dir` holds a run of this tool (its run.json); False when it holds none yet. A folder
+    with a `parts/` or `output/` of someone else's is refused: the chain moves and deletes files there.
+    Other files of the user's may stay beside the run's (the run-level files are written as OwnedFiles)."""
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise PrepError(f"{run_dir}: is {'a link' if run_dir.is_symlink() else 'a file'}, not a folder (run.dir)")
+    if (run_dir / resume.RUN_RECORD).is_file():
+        return True
+    taken = [name for name in RUN_SUBFOLDERS if (run_dir / name).exists()]
+    if taken:
+        raise PrepError(f"{run_dir / taken[0]}: run.dir holds a {taken[0]}/ of its own but no run of kohaku-prep "
+                        f"({resume.RUN_RECORD}); choose another run.dir")
+    return False
 
 
 def parts_table(rp: RunPlan) -> list[dict]:

@@ -141,13 +141,15 @@ def test_a_crash_between_done_and_publishing_is_mended_without_a_launch(sample_d
     assert trainer.launched == [] and lokr.is_file() and paths.final_lokr(NAME).is_file()
 
 
-def test_run_folders_holding_other_files_are_refused(tmp_path):
+def test_run_folders_whose_parts_or_output_are_someone_elses_are_refused(tmp_path):
     assert run_module.check_run_folder(tmp_path / "new") is False
-    assert run_module.check_run_folder(tmp_path) is False  # empty
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(PrepError, match="not a run folder of kohaku-prep"):
+    assert run_module.check_run_folder(tmp_path) is False  # the user's notes may stay beside a run
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "my.safetensors").write_text("mine")
+    with pytest.raises(PrepError, match="run.dir holds a output/ of its own but no run of kohaku-prep"):
         run_module.check_run_folder(tmp_path)
-    with pytest.raises(PrepError, match="names a file"):
+    with pytest.raises(PrepError, match="is a file, not a folder"):
         run_module.check_run_folder(tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -203,7 +205,7 @@ def test_dry_run_writes_the_next_part_and_launches_nothing(sample_dataset, tmp_p
     result = cli("train", "--dry-run", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}")
     assert result.exit_code == 1, result.output
     assert "FAIL base model: model.pretrained is not set" in result.output
-    assert "preflight check(s) failed; nothing was launched" in result.output
+    assert "preflight checks failed; nothing was launched" in result.output
     command = [line for line in result.output.splitlines() if "accelerate.commands.launch" in line]
     assert command and command[0].endswith(f"--config_file {tmp_path / 'run' / 'parts' / '001' / 'train.toml'}")
     paths = RunPaths(tmp_path / "run")

@@ -119,7 +119,7 @@ def test_plan_draws_its_charts_into_the_run_folder(sample_dataset, tmp_path):
     result = CliRunner().invoke(main, ["plan", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}",
                                        "--seconds-per-step", "49.5"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(run.PLAN_CHARTS)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([*run.PLAN_CHARTS, ".kohaku-prep-files.json"])
     for name in run.PLAN_CHARTS:
         assert (tmp_path / "run" / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     result = CliRunner().invoke(main, ["plan", f"run.dataset={sample_dataset}"])

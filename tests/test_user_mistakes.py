@@ -97,8 +97,9 @@ CASES = [
     (["validate", "nope"], 1, "no preset file 'nope'"),
     (["validate", "--preset", "epsilon", "epsilon"], 1, "two presets given"),
     (["train", "--dataset", DS, "--run-dir", "{t}/a-file", "--sd-scripts", "/sd"], 1, "is a file, not a folder"),
-    (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume", "latest"], 1, "no complete saved state"),
-    (["train", "--dataset", DS, "--force-resume"], 1, "--force-resume goes with --resume"),
+    (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume"], 1, "no run to continue"),
+    (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume", "latest"], 1, "override 'latest': expected key=value"),
+    (["train", "--dataset", DS, "--force-resume"], 1, "set run.dir"),
     (["train", "--dataset", DS], 1, "set run.dir (the run folder: --run-dir DIR or run.dir=DIR)"),
     (["tokenizers", "{t}/a-file"], 2, "is a file"),
     (["tokenizers", "{t}/tok", "--bpe", "{t}/a-file"], 1, "not a gzipped CLIP BPE file"),
@@ -166,11 +167,11 @@ def test_ctrl_c_says_the_same_command_resumes(sample_root, tmp_path, monkeypatch
 def test_run_folder_never_overwrites_a_file_it_did_not_write(sample_dataset, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "train.toml").write_bytes(b"# my own config\n")
+    (run_dir / "command.sh").write_bytes(b"# my own script\n")
     (run_dir / "notes.txt").write_bytes(b"keep")
     before = snapshot(run_dir)
     result = run("train", "--dry-run", "--dataset", sample_dataset, "--run-dir", run_dir, "--sd-scripts", "/sd")
-    assert_one_line_error(result, 1, f"{run_dir / 'train.toml'}: not written by kohaku-prep")
+    assert_one_line_error(result, 1, f"{run_dir / 'command.sh'}: not written by kohaku-prep")
     assert snapshot(run_dir) == before  # nothing written: every target is checked first
 
 
@@ -179,12 +180,12 @@ def test_run_folder_is_rewritten_but_a_file_edited_since_is_not(sample_dataset, 
     args = ["train", "--dry-run", "--dataset", sample_dataset, "--run-dir", run_dir, "--sd-scripts", "/sd"]
     run(*args)
     (run_dir / "notes.txt").write_bytes(b"keep")  # a file of the user's beside the tool's: untouched
-    again = run(*args, "schedule.epochs=2")
+    again = run(*args, "schedule.epochs=2", "--force-resume")  # another preset: continued only when forced
     assert "dry run:" in again.output and "error:" not in again.output
-    assert "max_train_epochs = 2" in (run_dir / "train.toml").read_text()
+    assert "epochs = 2" in (run_dir / "preset.toml").read_text()
     (run_dir / "plan.txt").write_bytes(b"edited by hand")
     before = snapshot(run_dir)
-    refused = run(*args)
+    refused = run(*args, "schedule.epochs=2")
     assert_one_line_error(refused, 1, f"{run_dir / 'plan.txt'}: not written by kohaku-prep, or changed since")
     assert snapshot(run_dir) == before
 
@@ -220,7 +221,7 @@ def test_no_lycoris_preset_plans_and_writes_a_run_without_one(sample_dataset, tm
                  "/sd", 'network.preset=""')
     assert "dry run:" in result.output and "error:" not in result.output
     assert not (tmp_path / "run" / "lycoris_preset.toml").exists()
-    assert "preset=" not in (tmp_path / "run" / "train.toml").read_text()
+    assert "preset=" not in (tmp_path / "run" / "parts" / "001" / "train.toml").read_text()
 
 
 def test_a_sample_written_before_the_record_existed_is_rewritten(tmp_path):
