@@ -54,16 +54,24 @@ COMMON = ["saving.every_n_steps=1", 'samples.prompts=""', "run.retries=0"]
 VOLATILE_METADATA = {"ss_session_id", "ss_training_started_at", "ss_training_finished_at", "modelspec.date"}
 
 
-def run_logged(argv: list[str], log: Path, env: dict, kill_when: Path | None = None,
+def _says(path: Path, marker: str) -> bool:
+    try:
+        return marker in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def run_logged(argv: list[str], log: Path, env: dict, kill_when: tuple[Path, str] | None = None,
                kill_after: float = 0.0) -> tuple[int | None, float]:
-    """Run a command, its output saved; with `kill_when`, SIGKILL its whole process group (a crash)
-    `kill_after` seconds after that file appears. Returns the exit code (None if killed) and the wall seconds."""
+    """Run a command, its output saved; with `kill_when` (a log file and a line in it), SIGKILL its whole
+    process group (a crash) `kill_after` seconds after that line appears. Returns the exit code (None if
+    killed) and the wall seconds."""
     start = time.monotonic()
     seen = None
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         while proc.poll() is None:
-            if seen is None and kill_when is not None and kill_when.exists():
+            if seen is None and kill_when is not None and _says(*kill_when):
                 seen = time.monotonic()
             if seen is not None and time.monotonic() - seen >= kill_after:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -123,23 +131,18 @@ def part_figures(run_dir: Path) -> list[dict]:
 
 
 def logged_lrs(run_dir: Path) -> list[tuple[int, float]]:
-    """(cumulative step, UNet learning rate) from every part's TensorBoard log."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """(cumulative step, UNet learning rate) from every part's TensorBoard log, as `status` reads them."""
+    from kohaku_prep import run_logs
 
     table = json.loads((run_dir / "parts.json").read_text())
-    out = []
-    for row in table:
-        logs = run_dir / "parts" / f"{row['part']:03d}" / "logs"
-        newest = sorted(d for d in logs.iterdir() if d.is_dir())[-1]
-        acc = EventAccumulator(str(newest), size_guidance={"scalars": 0})
-        acc.Reload()
-        tags = [t for t in acc.Tags()["scalars"] if t.startswith("lr/") and "textencoder" not in t]
-        tag = next((t for t in tags if "unet" in t), tags[-1])
-        out += [(row["start_step"] + e.step, e.value) for e in acc.Scalars(tag)]
-    return out
+    logs = run_logs.read_run_logs([(run_dir / "parts" / f"{row['part']:03d}" / "logs", row["start_step"])
+                                   for row in table])
+    unet = logs.lr["unet"]
+    return list(zip(unet.steps.tolist(), unet.values.tolist(), strict=True))
 
 
-def compare_lokr(a: Path, b: Path) -> dict:
+def compare_lokr(a: Path, b: Path, root_a: Path, root_b: Path) -> dict:
+    """Tensors bit for bit; metadata but for the per-launch keys, each run's folder read as the same."""
     from safetensors import safe_open
 
     with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
@@ -152,7 +155,8 @@ def compare_lokr(a: Path, b: Path) -> dict:
             if not (ta.shape == tb.shape and ta.dtype == tb.dtype and ta.equal(tb)):
                 differing.append(key)
                 largest = max(largest, float((ta.float() - tb.float()).abs().max()))
-        meta_a, meta_b = fa.metadata() or {}, fb.metadata() or {}
+        meta_a = {k: v.replace(str(root_a), "<run>") for k, v in (fa.metadata() or {}).items()}
+        meta_b = {k: v.replace(str(root_b), "<run>") for k, v in (fb.metadata() or {}).items()}
     meta_diff = sorted(k for k in set(meta_a) | set(meta_b)
                        if k not in VOLATILE_METADATA and meta_a.get(k) != meta_b.get(k))
     return {"same_keys": True, "tensors": len(keys), "differing_tensors": len(differing),
@@ -196,10 +200,11 @@ def main(argv=None) -> int:
 
     killed = runs / "killed"
     command = [*base, f"run.dir={killed}"]
-    second_part_running = killed / "parts" / "002" / "logs"  # the trainer is about to start its loop
+    # the trainer prints this at its first batch: the kill comes in the middle of part 2's first step
+    second_part_training = (killed / "parts" / "002" / "train.log", "epoch is incremented")
     with GpuMemory() as gpu:
-        code, first_wall = run_logged(command, runs / "killed-1.log", env, kill_when=second_part_running,
-                                      kill_after={"smoke": 60.0, "gpu": 5.0}[args.profile])
+        code, first_wall = run_logged(command, runs / "killed-1.log", env, kill_when=second_part_training,
+                                      kill_after={"smoke": 60.0, "gpu": 2.0}[args.profile])
         if code is not None:
             problems.append(f"the first run ended by itself (exit {code}) before its second part was under way")
         print(f"killed the run {first_wall:.0f} s in, during part 2", flush=True)
@@ -231,9 +236,11 @@ def main(argv=None) -> int:
     figures["learning_rates"] = lrs
     if args.profile == "smoke":
         base_lr, warmup = 2e-5, 3  # Epsilon's UNet lr; schedule.warmup_optimizer_steps above
-        fits = [all(math.isclose(lr, base_lr * min(1.0, (step - shift) / warmup), rel_tol=1e-6, abs_tol=1e-12)
-                    for step, lr in lrs) for shift in (0, 1)]
-        if len(lrs) != 3 or not any(fits):
+        # sd-scripts logs each micro-batch at the optimizer steps done (0 at the first); a part that began
+        # its schedule anew would show 0 again at its first step
+        fits = all(math.isclose(lr, base_lr * min(1.0, step / warmup), rel_tol=1e-6, abs_tol=1e-12)
+                   for step, lr in lrs)
+        if [step for step, _ in lrs] != [0, 1, 2, 3] or not fits:
             problems.append(f"learning rates do not follow constant_with_warmup over cumulative steps: {lrs}")
 
         whole = runs / "uninterrupted"
@@ -244,7 +251,7 @@ def main(argv=None) -> int:
             problems.append(f"the uninterrupted run exited with {code}; see {runs / 'uninterrupted.log'}")
         else:
             comparison = compare_lokr(killed / "output" / f"{NAME}.safetensors",
-                                      whole / "output" / f"{NAME}.safetensors")
+                                      whole / "output" / f"{NAME}.safetensors", killed, whole)
             figures["final_lokr_comparison"] = comparison
             if comparison.get("differing_tensors") != 0 or comparison.get("metadata_differences"):
                 problems.append(f"the final LoKr files differ: {comparison}")
