@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PREP := $(VENV)/bin/kohaku-prep
 INSTALLED := $(VENV)/.installed
+# extra pip flags, e.g. PIP_FLAGS="--no-index --find-links .whl" on a machine without a package registry
+PIP_FLAGS ?=
 
 SAMPLE := build/sample
 SAMPLE_DATASET := build/sample-dataset
@@ -21,9 +23,8 @@ TRAIN_ARGS ?= run.dataset=$(SAMPLE_DATASET) run.dir=build/sample-run
 # open-clip-torch without its dependencies: `kohaku-prep tokenizers` needs only the CLIP BPE file it ships
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps open-clip-torch==3.3.0
+	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[test]'
+	$(PY) -m pip install -q $(PIP_FLAGS) --no-deps open-clip-torch==3.3.0
 	touch $@
 
 setup: $(INSTALLED)
@@ -34,7 +35,7 @@ setup: $(INSTALLED)
 setup-train: $(INSTALLED)
 	git submodule update --init third_party/sd-scripts || \
 		echo "note: could not fetch sd-scripts; use a checkout at third_party/sd-scripts or KOHAKU_SD_SCRIPTS"
-	$(PY) -m pip install -q -e '.[test,train]'
+	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[test,train]'
 
 dataset: $(INSTALLED)
 	$(PREP) sample $(SAMPLE)
@@ -46,8 +47,8 @@ train: $(INSTALLED)
 
 # Real runs in parts of the unmodified trainer on the sample (need make setup-train). smoke: this
 # machine's CPU, a run killed in its second part and continued, and an uninterrupted one, whose LoKr
-# files must be identical (about 45 minutes on 2 cores, 22 GB; the random SDXL checkpoint is cached).
-# gpu-check: one GPU at 1024 px, killed and continued, figures in build/gpu-check.json.
+# files must be identical (about 45 minutes on a quiet 2-core machine, 22 GB; the random SDXL checkpoint
+# is cached). gpu-check: one GPU at 1024 px, killed and continued, figures in build/gpu-check.json.
 smoke: dataset
 	$(PY) scripts/smoke.py --profile smoke --json build/smoke.json
 
