@@ -20,7 +20,7 @@ from pathlib import Path
 from kohaku_prep import parts as parts_module
 from kohaku_prep import resume, run
 from kohaku_prep.errors import PrepError, Stopped
-from kohaku_prep.fsutil import write_atomic
+from kohaku_prep.fsutil import new_temp_path, write_atomic
 from kohaku_prep.preset import Preset
 from kohaku_prep.training import RunPaths
 
@@ -71,17 +71,23 @@ def _finished_ok(p: Preset, paths: RunPaths, index: int, code: int) -> str | Non
 
 
 def _publish(p: Preset, rp: run.RunPlan, paths: RunPaths, index: int) -> None:
-    """After `done.json`: the part's LoKr under its cumulative step, the final one after the last part,
-    then the keep policy. Each step can be repeated, so a crash between them is mended by the next run."""
+    """After `done.json`: the part's LoKr and sample images under its cumulative step, the final LoKr
+    after the last part, then the keep policy. Each step can be repeated, so a crash between them is
+    mended by the next run."""
     name, part = p.saving.output_name, rp.parts.parts[index]
     lokr, at_step = paths.part(index).lokr(name), paths.lokr_at(name, part.end_step)
     paths.output_dir.mkdir(exist_ok=True)
     if lokr.is_file():
         os.replace(lokr, at_step)
+    samples = paths.part(index).output_dir / "sample"  # sd-scripts' folder, its names in the part's own steps
+    for image in sorted(samples.glob("*.png")) if samples.is_dir() else []:
+        paths.samples_dir.mkdir(exist_ok=True)
+        os.replace(image, paths.samples_dir / f"step{part.end_step:08d}_{image.name}")
     if index == len(rp.parts.parts) - 1 and at_step.is_file():
         final = paths.final_lokr(name)
-        shutil.copyfile(at_step, final.with_name(f".{final.name}.tmp"))
-        os.replace(final.with_name(f".{final.name}.tmp"), final)
+        tmp = new_temp_path(final)
+        shutil.copyfile(at_step, tmp)
+        os.replace(tmp, final)
     _keep(p, rp, paths, index)
 
 

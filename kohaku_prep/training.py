@@ -86,6 +86,10 @@ class RunPaths:
         return self.root / "output"  # the LoKr files under cumulative step names, and the final one
 
     @property
+    def samples_dir(self) -> Path:
+        return self.output_dir / "samples"  # every part's sample images, named by cumulative step
+
+    @property
     def parts_table(self) -> Path:
         return self.root / "parts.json"
 

@@ -49,6 +49,9 @@ class FakeTrainer:
         if part not in self.no_state:
             (state / resume.COMPLETE_MARKER).write_bytes(b"")
         (output / f"{NAME}.safetensors").write_text(f"lokr after part {part} of {len(images)} images")
+        if "sample_prompts" in config:  # as sd-scripts names them: the launch's own epoch and step
+            (output / "sample").mkdir(exist_ok=True)
+            (output / "sample" / f"{NAME}_e000001_00_20261206.png").write_bytes(b"png")
         return 0
 
 
@@ -91,6 +94,18 @@ def test_a_whole_run_chains_its_parts_and_keeps_what_the_policy_says(sample_data
     assert states == list(range(count))[-2:]  # saving.keep_states = 2
     assert not any(paths.part(i).images.exists() for i in range(count))  # links of finished parts go
     assert all(json.loads(paths.part(i).done.read_text())["end_step"] == ends[i] for i in range(count))
+
+
+def test_sample_images_are_drawn_at_the_cadence_and_named_by_cumulative_step(sample_dataset, tmp_path):
+    p, rp, paths = start(sample_dataset, tmp_path / "run", "samples.prompts=prompts/epsilon.txt",
+                         "samples.every_n_steps=100")
+    trainer = FakeTrainer()
+    go(p, rp, paths, trainer)
+    sampled = [part.end_step for part, config in zip(rp.parts.parts, trainer.launched, strict=True)
+               if config.get("sample_every_n_epochs") == 1]
+    assert sampled == run_module.parts_module.cadence_ends(rp.parts.parts, 100) and sampled
+    assert sorted(f.name for f in paths.samples_dir.iterdir()) == [
+        f"step{step:08d}_{NAME}_e000001_00_20261206.png" for step in sampled]
 
 
 def test_a_failed_part_stops_the_run_and_the_same_command_continues_there(sample_dataset, tmp_path):
