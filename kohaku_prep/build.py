@@ -14,8 +14,8 @@ import re
 import shutil
 import time
 from collections import Counter
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,8 +24,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (__version__, bad_metadata, captions, dataset_files, images, metadata, progress, report,
-                         selection, years)
+from kohaku_prep import (
+    __version__,
+    bad_metadata,
+    captions,
+    dataset_files,
+    images,
+    metadata,
+    progress,
+    report,
+    selection,
+    years,
+)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict

@@ -20,11 +20,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kohaku_prep.bad_metadata import (BAD_FAV_COUNT, DUPLICATE_ID, LENIENT_HINT, NO_YEAR, NOT_UTF8, NULL_FLAG, NULL_ID,
-                                      TAG_PROBLEMS, UNKNOWN_RATING, NameCheck, RowChecks, Skip, check_names,
-                                      count_skip, invalid_utf8)
 from kohaku_prep import column_types as ct
 from kohaku_prep import layouts
+from kohaku_prep.bad_metadata import (
+    BAD_FAV_COUNT,
+    DUPLICATE_ID,
+    LENIENT_HINT,
+    NO_YEAR,
+    NOT_UTF8,
+    NULL_FLAG,
+    NULL_ID,
+    TAG_PROBLEMS,
+    UNKNOWN_RATING,
+    NameCheck,
+    RowChecks,
+    Skip,
+    check_names,
+    count_skip,
+    invalid_utf8,
+)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.years import created_years
 
@@ -50,10 +64,11 @@ OPTIONAL_POST_COLUMNS = {"file_url": ct.STRING}
 _TEXT_COLUMNS = ("created_at", "rating", "file_ext")  # string columns read as text: they must be UTF-8
 
 
-def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict = {},
-                   names: dict[str, str] = {}) -> None:
+def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict | None = None,
+                   names: dict[str, str] | None = None) -> None:
     """Every required column present under its name in this file (`names`: danbooru's name -> the file's),
     each of its type family."""
+    optional, names = optional or {}, names or {}
     for name, kind in {**required, **optional}.items():
         stored = names.get(name, name)
         mapped = f" (for '{name}', input.columns.{name})" if stored != name else ""
@@ -152,7 +167,7 @@ def _not_parquet_hint(path: Path) -> str | None:
     return None
 
 
-def locate(path: Path, shape: str = "auto", columns: dict[str, str] = {}) -> Metadata:
+def locate(path: Path, shape: str = "auto", columns: dict[str, str] | None = None) -> Metadata:
     """Find the metadata files under `path`, decide their shape and recognise the dump by its columns;
     `columns` (the preset's input.columns) names columns the dump calls otherwise."""
     if not path.exists():
@@ -175,13 +190,13 @@ def locate(path: Path, shape: str = "auto", columns: dict[str, str] = {}) -> Met
         if len(parts["tag"]) != 1:
             raise PrepError(f"{path}: expected one tag.parquet, found {len(parts['tag'])} files")
         return Metadata("normalized", parts["post"], parts["tag"][0], parts["posttagrelation"],
-                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names({}, columns))
+                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names({}, columns or {}))
     files = _parquet_files(path)
     schema = _open(files[0]).schema_arrow
     if "tag_list" in schema.names:
         raise PrepError(f"{files[0]}: {layouts.OLD_HAKUBOORU}")
     layout = layouts.recognise_flat(schema.names, schema.metadata)
-    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns))
+    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns or {}))
 
 
 def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = None,

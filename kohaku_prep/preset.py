@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kohaku_prep.errors import PrepError
-from kohaku_prep.tomlout import dumps
-
 import kohaku_prep.presets
 from kohaku_prep import trainer_values
+from kohaku_prep.errors import PrepError
+from kohaku_prep.tomlout import dumps
 
 # the shipped presets: the top-level presets/ folder, installed as the package kohaku_prep.presets
 PRESET_DIR = Path(kohaku_prep.presets.__file__).resolve().parent

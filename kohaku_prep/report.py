@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from kohaku_prep import charts, dataset_files, plan
+from kohaku_prep.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
 from kohaku_prep.charts import Chart, Table
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
 from kohaku_prep.metadata import CATEGORY_NAMES, RATING_NAMES
 from kohaku_prep.preset import DatasetSection
 from kohaku_prep.selection import Stage

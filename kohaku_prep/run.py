@@ -21,8 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume,
-                         training)
+from kohaku_prep import (
+    SD_SCRIPTS_COMMIT,
+    __version__,
+    dataset_files,
+    interface,
+    lokr,
+    plan,
+    preflight,
+    resume,
+    training,
+)
 from kohaku_prep import parts as parts_module
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import OwnedFiles, write_atomic
@@ -81,8 +90,8 @@ def make_plan(p: Preset) -> RunPlan:
                         "builds its curve from each launch's own length; use one of "
                         f"{', '.join(CHAINABLE_SCHEDULERS)}, or one part (schedule.steps_per_part = 0)")
     if s.seed + len(parts.parts) - 1 > SEED_MAX:
-        raise PrepError(f"schedule.seed = {s.seed}: part {len(parts.parts)} would launch with a seed past {SEED_MAX:,}; "
-                        "choose a smaller seed")
+        raise PrepError(f"schedule.seed = {s.seed}: part {len(parts.parts)} would launch with a seed past "
+                        f"{SEED_MAX:,}; choose a smaller seed")
     if len(parts.parts) > 1 and p.launch.num_machines > 1:
         raise PrepError("a run on several machines runs as one part: set schedule.steps_per_part = 0")
     n = p.network

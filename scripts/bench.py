@@ -77,7 +77,7 @@ def _vocabulary(rng) -> tuple[list[str], np.ndarray, dict[int, np.ndarray]]:
     pos = np.empty(len(names), np.int64)
     pos[order] = np.arange(len(names))
     types, popular = np.array(types, np.int8), {}
-    for tp, (size, head) in VOCAB.items():
+    for tp, (_size, head) in VOCAB.items():
         members = np.flatnonzero(types == tp)  # creation order: head names first
         popular[tp] = pos[np.concatenate([members[:len(head)], rng.permutation(members[len(head):])])]
     return [names[i] for i in order], types[order], popular

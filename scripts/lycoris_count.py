@@ -75,10 +75,10 @@ def main(argv=None) -> int:
     os.dup2(2, 1)
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from snapshot_sdxl_modules import build_models
+    import logging
 
     import torch
-    import logging
+    from snapshot_sdxl_modules import build_models
 
     unet, te1, te2 = build_models(args.sd_scripts)
 

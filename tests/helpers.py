@@ -75,7 +75,7 @@ def write_normalized(posts: list[dict], folder: Path, seed: int = 0) -> Path:
 
 
 def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_quirks=True, skipped=None,
-                 columns: dict = {}):
+                 columns: dict | None = None):
     """id -> caption; with `skipped` a list, posts with bad tags are left out and counted there, else an error."""
     meta = metadata.locate(path, columns=columns)
     posts = metadata.read_posts(meta, "danbooru")

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import flat_post, write_flat, write_normalized
 from PIL import Image
 
-from helpers import flat_post, write_flat, write_normalized
 from kohaku_prep import build, metadata, selection
 from kohaku_prep.cli import main
 from kohaku_prep.errors import PrepError
@@ -254,8 +254,8 @@ def test_created_at_without_a_year_without_quirks(tmp_path):
     path = write_flat(posts(created_at="2010-13-45T00:00:00"), tmp_path / "m")
     no_quirks = ["caption.year_quirks=false"]
     with pytest.raises(PrepError, match=r"column 'created_at' has 1 value\(s\) without a readable date, first "
-                                        r"'2010-13-45T00:00:00' in post 3; caption.year_quirks = true tags them 'early' as "
-                                        "HakuBooru did; " + re.escape(HINT)):
+                                        r"'2010-13-45T00:00:00' in post 3; caption.year_quirks = true tags them "
+                                        "'early' as HakuBooru did; " + re.escape(HINT)):
         build_dataset(tmp_path, path, "fail", no_quirks)
     summary = build_dataset(tmp_path, path, "skip", no_quirks)
     assert stage(summary, "bad metadata: created_at without a year") == {

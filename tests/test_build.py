@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 from PIL import Image
 
-from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 import kohaku_prep
 from kohaku_prep import build, dataset_files, images, metadata
 from kohaku_prep.errors import PrepError

@@ -3,13 +3,14 @@ import time
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, strategies as st
+from helpers import CATEGORIES, flat_post, run_captions, write_flat, write_normalized
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, META_KEPT, nasty_posts
+from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
 
 from kohaku_prep import captions, metadata
 from kohaku_prep.errors import PrepError
-from helpers import CATEGORIES, flat_post, run_captions, write_flat, write_normalized
-from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, META_KEPT, nasty_posts
-from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
 
 RECIPE_EXAMPLES = [
     (flat_post(5_100_000, "2023-03-01T10:00:00.000+09:00", "q", 50, general="1girl smile",

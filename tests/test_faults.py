@@ -4,15 +4,15 @@ import errno
 import io
 import os
 import signal
-import tarfile
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
+from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
 from PIL import Image
 
-from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
 from kohaku_prep import build, images
 from kohaku_prep.errors import PrepError
 

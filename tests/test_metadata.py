@@ -2,10 +2,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import flat_post, write_flat
 
 from kohaku_prep import metadata
 from kohaku_prep.errors import PrepError
-from helpers import flat_post, write_flat
 
 
 def read(path, scheme="danbooru"):

@@ -155,7 +155,8 @@ def test_report_command_redraws_from_manifest_and_summary_alone(sample_dataset, 
 def test_report_command_errors_are_one_line(sample_dataset, tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: {tmp_path}: not a built dataset (it needs manifest.parquet and summary.json)"
+    assert result.output.strip() == (f"error: {tmp_path}: not a built dataset "
+                                     "(it needs manifest.parquet and summary.json)")
     old = tmp_path / "old"
     old.mkdir()
     shutil.copy(sample_dataset / "manifest.parquet", old)
@@ -220,7 +221,8 @@ def test_tag_names_are_drawn_as_written():
 def test_summary_names_the_report_inputs(sample_dataset):
     summary, _ = load(sample_dataset)
     assert summary["dataset"]["batch_size"] == 4 and summary["dataset"]["resolution"] == 1024
-    assert [p["stage"] for p in summary["pools"]] == [s["name"] for s in summary["stages"] if s["name"].startswith("pool")]
+    pool_stages = [s["name"] for s in summary["stages"] if s["name"].startswith("pool")]
+    assert [p["stage"] for p in summary["pools"]] == pool_stages
     with pytest.raises(PrepError, match="summary.json has no 'pools'"):
         report.report_tables({k: v for k, v in summary.items() if k != "pools"}, np.zeros(0, np.int64),
                              np.zeros(0, np.int32), np.zeros(0, np.int32))

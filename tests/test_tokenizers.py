@@ -25,7 +25,8 @@ def test_vocabulary_has_clips_ids():
 def test_cache_layout_is_what_sd_scripts_and_preflight_expect(tmp_path):
     result = CliRunner().invoke(main, ["tokenizers", str(tmp_path / "tok")])
     assert result.exit_code == 0, result.output
-    for name, pad in (("openai_clip-vit-large-patch14", "<|endoftext|>"), ("laion_CLIP-ViT-bigG-14-laion2B-39B-b160k", "!")):
+    for name, pad in (("openai_clip-vit-large-patch14", "<|endoftext|>"),
+                      ("laion_CLIP-ViT-bigG-14-laion2B-39B-b160k", "!")):
         folder = tmp_path / "tok" / name
         assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "special_tokens_map.json",
                                                             "tokenizer_config.json", "vocab.json"]
