@@ -103,7 +103,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
                                       chosen["fav_count"].to_numpy(), _quality_rule(p, posts), bad_tags)
     if len(caps.ids) < len(sel.ids):
         chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
-        sel = selection.leave_out(sel, caps.ids, bad_tags)
+        sel = selection.leave_out(sel, caps.ids, bad_tags or [])  # fewer captions only when lenient
         require_posts(sel)
     undated = int((years.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
     if undated:
@@ -259,17 +259,17 @@ def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming
     index_rows = np.searchsorted(index.ids, ids[rows])
     dests = [f"{staging}/{path}" for path in
              dataset_files.image_paths(ids[rows], index.ext[index_rows], index.extensions, per).to_pylist()]
-    rows, index_rows = rows.tolist(), index_rows.tolist()
+    work: list[tuple[int, int, str]] = list(zip(rows.tolist(), index_rows.tolist(), dests))  # row, index row, file
     if resuming:
         todo = []
-        for k, (row, index_row, dest) in enumerate(zip(rows, index_rows, dests)):
+        for row, index_row, dest in work:
             kept = _kept_from_last_run(dest, int(index.size[index_row]))
             if kept:
                 out.width[row], out.height[row] = kept
             else:
-                todo.append(k)
-        rows, index_rows, dests = ([v[k] for k in todo] for v in (rows, index_rows, dests))
-    for row, dest, data in zip(rows, dests, index.read_many(index_rows)):
+                todo.append((row, index_row, dest))
+        work = todo
+    for (row, _, dest), data in zip(work, index.read_many([index_row for _, index_row, _ in work])):
         if isinstance(data, OSError):
             out.failure[row] = f"unreadable ({data.strerror or data})"
             continue

@@ -102,7 +102,8 @@ def sdxl_modules() -> dict:
 def factorization(dim: int, factor: int) -> tuple[int, int]:
     """LyCORIS's split of a dimension into (small, large) for the Kronecker product."""
     if factor > 0 and dim % factor == 0:
-        return tuple(sorted((factor, dim // factor)))
+        small, large = sorted((factor, dim // factor))
+        return small, large
     if factor < 0:
         factor = dim
     m, n = 1, dim
@@ -113,7 +114,8 @@ def factorization(dim: int, factor: int) -> tuple[int, int]:
         if m2 > factor:
             break
         m, n = m2, dim // m2
-    return tuple(sorted((m, n)))
+    small, large = sorted((m, n))
+    return small, large
 
 
 def lokr_tensors(out_dim: int, in_dim: int, kernel: tuple[int, ...], dim: int, factor: int) -> dict:

@@ -138,7 +138,8 @@ def plan_charts(steps: plan.StepPlan, seconds_per_step: float | None = None, par
 
     rows = plan.bucket_rows(steps.buckets, steps.batch_size)
     marks = plan.timeline(steps, seconds_per_step, part_ends, saves)
-    eta = f"ETA {plan.duration(marks[-1].seconds)}" if seconds_per_step else ""
+    end = marks[-1].seconds  # None without seconds per step
+    eta = f"ETA {plan.duration(end)}" if end is not None else ""
     return {PLAN_CHARTS[0]: charts.png(lambda f: charts.bucket_chart(f, rows, steps.batch_size),
                                        charts.bucket_chart_size(len(rows))),
             PLAN_CHARTS[1]: charts.png(lambda f: charts.timeline_chart(f, marks, eta), charts.timeline_chart_size())}
@@ -216,7 +217,7 @@ def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, command:
     if not p.run.dir:
         raise PrepError("set run.dir (the run folder: --run-dir DIR or run.dir=DIR)")
     paths = training.RunPaths(Path(p.run.dir).resolve())
-    files = {
+    files: dict[str, str | bytes] = {
         "command.sh": "#!/usr/bin/env bash\n# written by kohaku-prep: runs or continues this run (each part's own "
                       f"launch is parts/NNN/command.sh)\nset -euo pipefail\ncd {shlex.quote(cwd)}\nexec "
                       + " ".join(shlex.quote(a) for a in command) + "\n",

@@ -121,9 +121,9 @@ def main(argv=None) -> int:
         for n, m in model.named_modules():
             where[id(m)] = (key, n, type(m).__name__)
 
-    totals = collections.Counter()
-    tensors_by_model = collections.Counter()
-    modules_by = collections.defaultdict(collections.Counter)
+    totals: collections.Counter[str] = collections.Counter()
+    tensors_by_model: collections.Counter[str] = collections.Counter()
+    modules_by: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     full_matrix_all = True
     module_list = []
     shapes = {}

@@ -45,7 +45,7 @@ def assert_captions_match(got: dict, posts: list[dict]):
 
 def test_json_lines_to_flat_parquet(tmp_path, posts):
     src = write_jsonl(tmp_path / "posts.json", [danbooru_line(p) for p in posts])
-    seen = []
+    seen: list[int] = []
     n, bad = convert.convert_json_lines(src, tmp_path / "posts.parquet", False, seen.append, block_bytes=4096)
     assert (n, bad.count) == (len(posts), 0) and sum(seen) == src.stat().st_size and len(seen) > 10
     assert metadata.locate(tmp_path / "posts.parquet").layout == \

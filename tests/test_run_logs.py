@@ -46,7 +46,7 @@ def test_one_launch(tmp_path):
     assert logs.lr["unet"].values == pytest.approx([np.float32(lr_of(s)) for s in range(1, 31)])
     assert logs.seconds_per_step.steps.tolist() == list(range(2, 31))
     assert logs.seconds_per_step.values == pytest.approx([12.0] * 29)
-    assert logs.images_per_second.values == pytest.approx([256 / 12.0] * 29)
+    assert logs.images_per_second is not None and logs.images_per_second.values == pytest.approx([256 / 12.0] * 29)
     assert logs.loss_average.values == pytest.approx([0.1] * 30)
     assert logs.launch_starts == [1]
 

@@ -162,7 +162,8 @@ def test_run_folder_refuses_what_the_trainer_would_not_take(sample_dataset, tmp_
     resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"',
                                                       'optimizer.type="Lion8bit"'])
     rp = run.make_plan(resolved.preset)
-    resolved.preset.training.mixed_precision = "FP16"  # as a hand-edited resolved preset might say
+    # as a hand-edited resolved preset might say, which the preset's type rules out
+    resolved.preset.training.mixed_precision = "FP16"  # type: ignore[assignment]
     paths = training.RunPaths(tmp_path / "r")
     with pytest.raises(PrepError, match="'mixed_precision' = 'FP16'"):
         run.write_part_folder(resolved.preset, rp, paths, 0, Path("/sd"), "epsilon")
