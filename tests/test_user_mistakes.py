@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import needs_clip_bpe
 
 from kohaku_prep import run as run_module
 from kohaku_prep.cli import main
@@ -205,6 +206,7 @@ def test_sample_replaces_its_own_files_only(tmp_path):
     assert snapshot(folder) == before
 
 
+@needs_clip_bpe
 def test_tokenizer_cache_never_overwrites_a_file_it_did_not_write(tmp_path):
     vocab = tmp_path / "tok" / "openai_clip-vit-large-patch14" / "vocab.json"
     vocab.parent.mkdir(parents=True)
