@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import time
@@ -39,8 +38,11 @@ from kohaku_prep import (
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
+from kohaku_prep.versions import versions
 
 Log = Callable[[str], None]
+# the libraries whose versions a build records, beside kohaku-prep's and Python's
+VERSIONED = ("numpy", "pyarrow", "pillow", "matplotlib")
 
 
 @dataclass
@@ -439,12 +441,6 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     return summary
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-    return {"kohaku-prep": __version__, "python": platform.python_version(),
-            **{name: version(name) for name in ("numpy", "pyarrow", "pillow", "matplotlib")}}
-
-
 def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_folders: int,
              caption_record: dict) -> dict:
     p = resolved.preset
@@ -459,7 +455,7 @@ def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_
         "images": {"written": stages[-1].kept, "failed": dict(failures), "subset_folders": n_folders,
                    "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
         "inputs": plan.inputs,
-        "versions": versions(),
+        "versions": versions(VERSIONED),
         # what the report draws from, beside the manifest: the caption tags' counts over the images
         # written, the pools' id ranges, and the bucket settings that plan.py simulates sd-scripts with
         "captions": caption_record,

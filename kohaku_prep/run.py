@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import shutil
 import tomllib
@@ -37,6 +35,7 @@ from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import OwnedFiles, write_atomic
 from kohaku_prep.preset import Preset, Resolved, find_file, to_dict
 from kohaku_prep.tomlout import dumps
+from kohaku_prep.versions import installed_version, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 UNKNOWN_COMMIT = "unknown (not a git checkout of its own)"
@@ -153,18 +152,9 @@ def write_plan_charts(run_dir: Path, rp: RunPlan, p: Preset, seconds_per_step: f
     return OwnedFiles(run_dir, "run.dir").write_all(charts)
 
 
-def installed_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def versions(sd_scripts: Path) -> dict[str, str]:
-    out = {"kohaku-prep": __version__, "python": platform.python_version(),
-           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
-           "sd-scripts pinned": SD_SCRIPTS_COMMIT}
-    return out | {dist: installed_version(dist) for dist in VERSIONED}
+def run_versions(sd_scripts: Path) -> dict[str, str]:
+    return versions(VERSIONED) | {"sd-scripts": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
+                                  "sd-scripts pinned": SD_SCRIPTS_COMMIT}
 
 
 def run_record(p: Preset, sd_scripts: Path) -> dict[str, str]:
@@ -224,7 +214,7 @@ def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, command:
         "preset.toml": resolved.to_toml(),
         "plan.txt": plan_text(rp, p),
         paths.parts_table.name: json.dumps(parts_table(rp), indent=1) + "\n",
-        "versions.json": json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n",
+        "versions.json": json.dumps(run_versions(sd_scripts), indent=2, sort_keys=True) + "\n",
         resume.RUN_RECORD: json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n",
     }
     if p.network.preset:

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import build, captions, dataset_files, images, metadata, selection
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.versions import versions
 
 GEN_VERSION = 1
 DANBOORU_MAX_ID = 7_350_000
@@ -411,7 +412,8 @@ def main() -> None:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     res = {"command": [sys.executable, *sys.argv], "posts": args.posts, "images": args.images, "repeat": args.repeat,
            "machine": {"cores": os.cpu_count(), "ram_gb": round(ram, 1), "platform": platform.platform()},
-           "versions": build.versions(), "generator_version": GEN_VERSION, "stages": {}, "scaling": [], "targets": []}
+           "versions": versions(build.VERSIONED), "generator_version": GEN_VERSION, "stages": {}, "scaling": [],
+           "targets": []}
 
     def say(line: str) -> None:
         print(line, flush=True)
