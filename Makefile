@@ -69,7 +69,10 @@ $(HAKUBOORU_VENV)/.installed:
 bench: $(INSTALLED) $(HAKUBOORU_VENV)/.installed
 	$(PY) scripts/bench.py --hakubooru-python $(HAKUBOORU_VENV)/bin/python $(BENCH_ARGS)
 
+# lint and types first (configured in pyproject.toml), then the tests
 test: $(INSTALLED)
+	$(PY) -m ruff check
+	$(PY) -m mypy
 	$(PY) -m pytest -q -rs
 
 clean:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import time
 from collections import Counter
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,13 +23,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (__version__, bad_metadata, captions, dataset_files, images, metadata, progress, report,
-                         selection, years)
+from kohaku_prep import (
+    __version__,
+    bad_metadata,
+    captions,
+    dataset_files,
+    images,
+    metadata,
+    progress,
+    report,
+    selection,
+    years,
+)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
+from kohaku_prep.versions import versions
 
 Log = Callable[[str], None]
+# the libraries whose versions a build records, beside kohaku-prep's and Python's
+VERSIONED = ("numpy", "pyarrow", "pillow", "matplotlib")
 
 
 @dataclass
@@ -93,7 +105,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
                                       chosen["fav_count"].to_numpy(), _quality_rule(p, posts), bad_tags)
     if len(caps.ids) < len(sel.ids):
         chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
-        sel = selection.leave_out(sel, caps.ids, bad_tags)
+        sel = selection.leave_out(sel, caps.ids, bad_tags or [])  # fewer captions only when lenient
         require_posts(sel)
     undated = int((years.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
     if undated:
@@ -249,17 +261,17 @@ def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming
     index_rows = np.searchsorted(index.ids, ids[rows])
     dests = [f"{staging}/{path}" for path in
              dataset_files.image_paths(ids[rows], index.ext[index_rows], index.extensions, per).to_pylist()]
-    rows, index_rows = rows.tolist(), index_rows.tolist()
+    work: list[tuple[int, int, str]] = list(zip(rows.tolist(), index_rows.tolist(), dests))  # row, index row, file
     if resuming:
         todo = []
-        for k, (row, index_row, dest) in enumerate(zip(rows, index_rows, dests)):
+        for row, index_row, dest in work:
             kept = _kept_from_last_run(dest, int(index.size[index_row]))
             if kept:
                 out.width[row], out.height[row] = kept
             else:
-                todo.append(k)
-        rows, index_rows, dests = ([v[k] for k in todo] for v in (rows, index_rows, dests))
-    for row, dest, data in zip(rows, dests, index.read_many(index_rows)):
+                todo.append((row, index_row, dest))
+        work = todo
+    for (row, _, dest), data in zip(work, index.read_many([index_row for _, index_row, _ in work])):
         if isinstance(data, OSError):
             out.failure[row] = f"unreadable ({data.strerror or data})"
             continue
@@ -429,12 +441,6 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     return summary
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-    return {"kohaku-prep": __version__, "python": platform.python_version(),
-            **{name: version(name) for name in ("numpy", "pyarrow", "pillow", "matplotlib")}}
-
-
 def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_folders: int,
              caption_record: dict) -> dict:
     p = resolved.preset
@@ -449,7 +455,7 @@ def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_
         "images": {"written": stages[-1].kept, "failed": dict(failures), "subset_folders": n_folders,
                    "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
         "inputs": plan.inputs,
-        "versions": versions(),
+        "versions": versions(VERSIONED),
         # what the report draws from, beside the manifest: the caption tags' counts over the images
         # written, the pools' id ranges, and the bucket settings that plan.py simulates sd-scripts with
         "captions": caption_record,

@@ -11,7 +11,7 @@ import queue
 import re
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
+from typing import Generator, Iterable, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +58,7 @@ class Captions:
     year: pa.ChunkedArray  # the year tag or null
     quality: pa.ChunkedArray  # the quality tag or null
     tag_counts: pa.Table  # tag (formatted), category (metadata's code), count: times it appears in the captions
-    ids: np.ndarray | None = None  # the posts captioned, sorted: caption_posts' ids less those left out for bad tags
+    ids: np.ndarray  # the posts captioned, sorted: caption_posts' ids less those left out for bad tags
 
 
 def percentile_thresholds(rating: np.ndarray, fav: np.ndarray) -> np.ndarray:
@@ -153,16 +153,17 @@ def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fa
     tag_counts = pa.table({"tag": formatted.take(pa.array(used // len(metadata.CATEGORY_NAMES))),
                            "category": pa.array(used % len(metadata.CATEGORY_NAMES), pa.int8()),
                            "count": counts[used]})
-    return Captions(*(pa.chunked_array([column]) for column in (text, year, quality)), tag_counts)
+    return Captions(pa.chunked_array([text]), pa.chunked_array([year]), pa.chunked_array([quality]), tag_counts, ids)
 
 
 T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(items: Iterable[T]) -> Iterator[T]:
+def read_ahead(items: Iterable[T]) -> Generator[T, None, None]:
     """`items`, produced one ahead on a second thread: reading the next chunk of tags (Parquet decoding,
-    string splitting) overlaps building this one's captions, and both release the GIL."""
+    string splitting) overlaps building this one's captions, and both release the GIL. Closing the
+    generator early stops the producer."""
     slot: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()  # the consumer left early: the producer must not block on a full slot
 

@@ -36,6 +36,7 @@ def launch(argv: list[str], log: Path) -> int:
     (same process group), and the launch is waited for before the run stops."""
     with open(log, "ab") as fh:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None  # stdout=PIPE
         try:
             for line in proc.stdout:
                 sys.stdout.buffer.write(line)

@@ -272,6 +272,7 @@ def train(preset, config, dataset_dir, run_dir, model, check, dry_run, resume, f
         sys.exit(EXIT_PROBLEM if failed else 0)
     if failed and not dry_run:
         raise PrepError(f"{verdict}; nothing was launched")
+    assert folder is not None  # run.dir is required past --check (said above)
     count = len(rp.parts.parts)
     paths = run.training.RunPaths(folder)
     if existing:

@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 from kohaku_prep import layouts
 from kohaku_prep.errors import PrepError
 
-Progress = Callable[[int], None]  # told how many more bytes (JSON) or rows (SQLite) were read
+# told how many more bytes (JSON) or rows (SQLite) were read; what it returns is ignored (tqdm's update says
+# whether it redrew)
+Progress = Callable[[int], object]
 
 # The flat table's columns: what the dataset stage reads and a few more that users filter on.
 POST_FIELDS = pa.schema([
@@ -100,8 +102,8 @@ def _line_problem(raw: bytes) -> tuple[dict | None, str]:
         allowed = _JSON_TYPES[field.type]
         if value is None:
             continue
-        if not isinstance(value, allowed) or (allowed == (int,) and (isinstance(value, bool) or not
-                                                                     _INT64[0] <= value <= _INT64[1])):
+        out_of_range = isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]
+        if not isinstance(value, allowed) or (allowed == (int,) and (isinstance(value, bool) or out_of_range)):
             return None, f"field '{field.name}' holds {json.dumps(value)[:40]}, not {_kind(field.type)}"
     return {f.name: post.get(f.name) for f in POST_FIELDS}, ""
 

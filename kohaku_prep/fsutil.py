@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from kohaku_prep.errors import PrepError
@@ -118,7 +119,7 @@ class OwnedFiles:
         path = self.root / name
         return not path.is_symlink() and path.is_file() and _sha256(path) == hashlib.sha256(content).hexdigest()
 
-    def write_all(self, files: dict[str, bytes | str], prune: bool = False) -> list[Path]:
+    def write_all(self, files: Mapping[str, bytes | str], prune: bool = False) -> list[Path]:
         """Write `files` (relative name -> content) atomically each; with `prune`, remove the files an earlier
         write recorded that are not written now (only those unchanged since). Returns the paths written."""
         contents = {name: data.encode("utf-8") if isinstance(data, str) else bytes(data)

@@ -48,7 +48,6 @@ class ImageIndex:
     def read_many(self, rows: list[int]) -> Iterator[bytes | OSError]:
         """The bytes of index rows `rows`, all of one source, in order; an OSError in place of what fails.
         A shard is opened once and read at each member's offset."""
-        source = self.sources[self.source[rows[0]]] if rows else None
         if not rows or self.offset[rows[0]] < 0:
             for row in rows:
                 try:
@@ -56,6 +55,7 @@ class ImageIndex:
                 except OSError as exc:
                     yield exc
             return
+        source = self.sources[self.source[rows[0]]]
         try:
             fd = os.open(source, os.O_RDONLY)
         except OSError as exc:
@@ -116,6 +116,7 @@ def index_images(root: Path, advance: Callable[[int], object] = lambda n: None) 
         for path in files:
             code = folder_code.setdefault(path.parent, len(folder_code))
             m = _MEMBER.match(path.name)
+            assert m is not None  # the files were chosen by this match
             post_id = int(m.group(1))
             duplicates += post_id in entries
             entries[post_id] = (code, m.group(2), -1, path.stat().st_size)

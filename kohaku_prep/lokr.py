@@ -102,7 +102,8 @@ def sdxl_modules() -> dict:
 def factorization(dim: int, factor: int) -> tuple[int, int]:
     """LyCORIS's split of a dimension into (small, large) for the Kronecker product."""
     if factor > 0 and dim % factor == 0:
-        return tuple(sorted((factor, dim // factor)))
+        small, large = sorted((factor, dim // factor))
+        return small, large
     if factor < 0:
         factor = dim
     m, n = 1, dim
@@ -113,7 +114,8 @@ def factorization(dim: int, factor: int) -> tuple[int, int]:
         if m2 > factor:
             break
         m, n = m2, dim // m2
-    return tuple(sorted((m, n)))
+    small, large = sorted((m, n))
+    return small, large
 
 
 def lokr_tensors(out_dim: int, in_dim: int, kernel: tuple[int, ...], dim: int, factor: int) -> dict:
@@ -156,65 +158,70 @@ def read_lycoris_preset(path: Path) -> dict:
 
 
 def plan_network(preset: dict, args: NetworkArgs) -> NetworkPlan:
-    tables = sdxl_modules()["models"]
+    plan = NetworkPlan()
+    for model in ["te1", "te2", "unet"] if args.train_text_encoder else ["unet"]:
+        plan.modules.extend(plan_model(preset, args, model))
+    return plan
+
+
+def plan_model(preset: dict, args: NetworkArgs, model: str) -> list[Module]:
+    """The modules LyCORIS creates in one of the three models, in its order."""
     algo_map = preset.get("module_algo_map", {})
     conv_dim = args.conv_dim if preset.get("enable_conv", True) else 0
-    plan = NetworkPlan()
-    models = ["te1", "te2", "unet"] if args.train_text_encoder else ["unet"]
-    for model in models:
-        prefix = "text_encoder" if model.startswith("te") else "unet"
-        targets = set(preset.get(f"{prefix}_target_module", []))
-        patterns = [re.compile(p) for p in preset.get(f"{prefix}_target_name", [])]
-        mods = tables[model]["modules"]
-        created: set[str] = set()
+    prefix = "text_encoder" if model.startswith("te") else "unet"
+    targets = set(preset.get(f"{prefix}_target_module", []))
+    patterns = [re.compile(p) for p in preset.get(f"{prefix}_target_name", [])]
+    mods = sdxl_modules()["models"][model]["modules"]
+    created: set[str] = set()
+    planned: list[Module] = []
 
-        def single(m: dict, cls: str | None) -> None:
-            cfg = algo_map.get(cls, {})
-            rule = f"module_algo_map.{cls}" if cfg else "network"
-            if m["name"] in created:
-                return
-            cls, base = m["cls"], m.get("base", m["cls"])
-            factor = cfg.get("factor", args.factor)
-            if args.train_norm and "Norm" in cls:
-                width = m["shape"][0] if "shape" in m else m["ch"]
-                plan.modules.append(Module(model, m["name"], "norm", None, {"w_norm": (width,), "b_norm": (width,)}))
-            elif base == "Linear" and args.dim > 0:
-                plan.modules.append(Module(model, m["name"], "lokr", factor, lokr_tensors(
-                    m["out"], m["in"], (), cfg.get("dim", args.dim), factor), rule))
-            elif base == "Conv2d":
-                kernel = tuple(m["k"])
-                if kernel[0] == 1 and args.dim > 0:
-                    dim = cfg.get("dim", args.dim)
-                elif conv_dim > 0 or "dim" in cfg:
-                    dim = cfg.get("dim", conv_dim)
-                else:
-                    return
-                plan.modules.append(Module(model, m["name"], "lokr", factor, lokr_tensors(
-                    m["out"], m["in"] // m.get("groups", 1), kernel, dim, factor), rule))
+    def single(m: dict, cls: str | None) -> None:
+        cfg = algo_map.get(cls, {})
+        rule = f"module_algo_map.{cls}" if cfg else "network"
+        if m["name"] in created:
+            return
+        cls, base = m["cls"], m.get("base", m["cls"])
+        factor = cfg.get("factor", args.factor)
+        if args.train_norm and "Norm" in cls:
+            width = m["shape"][0] if "shape" in m else m["ch"]
+            planned.append(Module(model, m["name"], "norm", None, {"w_norm": (width,), "b_norm": (width,)}))
+        elif base == "Linear" and args.dim > 0:
+            planned.append(Module(model, m["name"], "lokr", factor, lokr_tensors(
+                m["out"], m["in"], (), cfg.get("dim", args.dim), factor), rule))
+        elif base == "Conv2d":
+            kernel = tuple(m["k"])
+            if kernel[0] == 1 and args.dim > 0:
+                dim = cfg.get("dim", args.dim)
+            elif conv_dim > 0 or "dim" in cfg:
+                dim = cfg.get("dim", conv_dim)
             else:
                 return
-            created.add(m["name"])
+            planned.append(Module(model, m["name"], "lokr", factor, lokr_tensors(
+                m["out"], m["in"] // m.get("groups", 1), kernel, dim, factor), rule))
+        else:
+            return
+        created.add(m["name"])
 
-        def subtree_end(i: int) -> int:
-            root, j = mods[i]["name"], i + 1
-            while j < len(mods) and (root == "" or mods[j]["name"].startswith(root + ".")):
+    def subtree_end(i: int) -> int:
+        root, j = mods[i]["name"], i + 1
+        while j < len(mods) and (root == "" or mods[j]["name"].startswith(root + ".")):
+            j += 1
+        return j
+
+    def block(i: int, cls: str) -> None:
+        j, end = i + 1, subtree_end(i)
+        while j < end:
+            if mods[j]["cls"] in algo_map:
+                block(j, mods[j]["cls"])
+                j = subtree_end(j)
+            else:
+                single(mods[j], cls)
                 j += 1
-            return j
 
-        def block(i: int, cls: str) -> None:
-            j, end = i + 1, subtree_end(i)
-            while j < end:
-                if mods[j]["cls"] in algo_map:
-                    block(j, mods[j]["cls"])
-                    j = subtree_end(j)
-                else:
-                    single(mods[j], cls)
-                    j += 1
-
-        for i, m in enumerate(mods):
-            matched = any(p.match(m["name"]) for p in patterns)
-            if m["cls"] in targets and not matched:
-                block(i, m["cls"])
-            elif matched:
-                single(m, m["cls"])
-    return plan
+    for i, m in enumerate(mods):
+        matched = any(p.match(m["name"]) for p in patterns)
+        if m["cls"] in targets and not matched:
+            block(i, m["cls"])
+        elif matched:
+            single(m, m["cls"])
+    return planned

@@ -20,11 +20,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kohaku_prep.bad_metadata import (BAD_FAV_COUNT, DUPLICATE_ID, LENIENT_HINT, NO_YEAR, NOT_UTF8, NULL_FLAG, NULL_ID,
-                                      TAG_PROBLEMS, UNKNOWN_RATING, NameCheck, RowChecks, Skip, check_names,
-                                      count_skip, invalid_utf8)
 from kohaku_prep import column_types as ct
 from kohaku_prep import layouts
+from kohaku_prep.bad_metadata import (
+    BAD_FAV_COUNT,
+    DUPLICATE_ID,
+    LENIENT_HINT,
+    NO_YEAR,
+    NOT_UTF8,
+    NULL_FLAG,
+    NULL_ID,
+    TAG_PROBLEMS,
+    UNKNOWN_RATING,
+    NameCheck,
+    RowChecks,
+    Skip,
+    check_names,
+    count_skip,
+    invalid_utf8,
+)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.years import created_years
 
@@ -50,10 +64,11 @@ OPTIONAL_POST_COLUMNS = {"file_url": ct.STRING}
 _TEXT_COLUMNS = ("created_at", "rating", "file_ext")  # string columns read as text: they must be UTF-8
 
 
-def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict = {},
-                   names: dict[str, str] = {}) -> None:
+def _check_columns(path: Path, schema: pa.Schema, required: dict, optional: dict | None = None,
+                   names: dict[str, str] | None = None) -> None:
     """Every required column present under its name in this file (`names`: danbooru's name -> the file's),
     each of its type family."""
+    optional, names = optional or {}, names or {}
     for name, kind in {**required, **optional}.items():
         stored = names.get(name, name)
         mapped = f" (for '{name}', input.columns.{name})" if stored != name else ""
@@ -152,7 +167,7 @@ def _not_parquet_hint(path: Path) -> str | None:
     return None
 
 
-def locate(path: Path, shape: str = "auto", columns: dict[str, str] = {}) -> Metadata:
+def locate(path: Path, shape: str = "auto", columns: dict[str, str] | None = None) -> Metadata:
     """Find the metadata files under `path`, decide their shape and recognise the dump by its columns;
     `columns` (the preset's input.columns) names columns the dump calls otherwise."""
     if not path.exists():
@@ -175,13 +190,13 @@ def locate(path: Path, shape: str = "auto", columns: dict[str, str] = {}) -> Met
         if len(parts["tag"]) != 1:
             raise PrepError(f"{path}: expected one tag.parquet, found {len(parts['tag'])} files")
         return Metadata("normalized", parts["post"], parts["tag"][0], parts["posttagrelation"],
-                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names({}, columns))
+                        "HakuBooru's post, tag, posttagrelation tables", layouts.column_names({}, columns or {}))
     files = _parquet_files(path)
     schema = _open(files[0]).schema_arrow
     if "tag_list" in schema.names:
         raise PrepError(f"{files[0]}: {layouts.OLD_HAKUBOORU}")
     layout = layouts.recognise_flat(schema.names, schema.metadata)
-    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns))
+    return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns or {}))
 
 
 def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = None,
@@ -419,6 +434,7 @@ class _RelationGroup:
 
 
 def _relation_groups(meta: Metadata) -> list[_RelationGroup]:
+    assert meta.relation_files is not None  # normalized metadata, which has them
     groups = []
     for path in meta.relation_files:
         pf = _open(path)
@@ -431,23 +447,26 @@ def _relation_groups(meta: Metadata) -> list[_RelationGroup]:
     return groups
 
 
-def _in_post_order(groups: list[_RelationGroup]) -> bool:
-    """Whether the row groups follow each other in post order (a post may span a boundary), so that
-    every post before the next group's first post is complete: then tags stream a chunk at a time."""
-    bounds = [(g.first_post, g.last_post) for g in groups]
-    return all(a is not None for pair in bounds for a in pair) and all(
-        nxt[0] >= prev[1] for prev, nxt in zip(bounds, bounds[1:]))
+def _post_order_starts(groups: list[_RelationGroup]) -> list[int] | None:
+    """Each row group's first post when the groups follow each other in post order (a post may span a
+    boundary), so that every post before the next group's first post is complete: then tags stream a chunk
+    at a time. None when they do not, or their statistics do not say."""
+    bounds = [(g.first_post, g.last_post) for g in groups if g.first_post is not None and g.last_post is not None]
+    in_order = len(bounds) == len(groups) and all(nxt[0] >= prev[1] for prev, nxt in zip(bounds, bounds[1:]))
+    return [first for first, _ in bounds] if in_order else None
 
 
 def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarray, TagRows]]:
-    tag_pf = _open(meta.tag_file)
-    _check_columns(meta.tag_file, tag_pf.schema_arrow, _TAG_COLUMNS)
-    tags = _read_columns(meta.tag_file, tag_pf, _TAG_COLUMNS, {}).combine_chunks()
+    tag_file = meta.tag_file
+    assert tag_file is not None  # normalized metadata, which has one
+    tag_pf = _open(tag_file)
+    _check_columns(tag_file, tag_pf.schema_arrow, _TAG_COLUMNS)
+    tags = _read_columns(tag_file, tag_pf, _TAG_COLUMNS, {}).combine_chunks()
     checked = check_names(tags["name"].combine_chunks())
     tag_types = pc.fill_null(tags["type"], -1).to_numpy()
     unknown = ~np.isin(tag_types, list(NORMALIZED_TAG_TYPES))
     if unknown.any():
-        raise PrepError(f"{meta.tag_file}: tag type {tag_types[unknown][0]} is not one of 0..4 "
+        raise PrepError(f"{tag_file}: tag type {tag_types[unknown][0]} is not one of 0..4 "
                         "(0 general, 1 artist, 2 character, 3 copyright, 4 meta)")
     category_of_type = np.zeros(max(NORMALIZED_TAG_TYPES) + 1, np.int8)
     for tag_type, category in NORMALIZED_TAG_TYPES.items():
@@ -459,7 +478,7 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
     post_positions = Positions(ids)
 
     groups = _relation_groups(meta)
-    streaming = _in_post_order(groups)
+    starts = _post_order_starts(groups)
     # the selected relation rows, (post position, relation id, tag row), kept once, filed by chunk of posts
     buckets: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     n_chunks, next_chunk = -(-len(ids) // _CHUNK_POSTS), 0
@@ -474,17 +493,17 @@ def _normalized_tags(meta: Metadata, ids: np.ndarray) -> Iterator[tuple[np.ndarr
         if (tag_at < 0).any():
             missing = tag_id[tag_at < 0][0]
             raise PrepError(f"{group.path}: tag id {'null' if missing == -1 else missing} is not in "
-                            f"{meta.tag_file.name}")
+                            f"{tag_file.name}")
         _file_by_chunk(buckets, post[selected].astype(np.int32), pc.fill_null(table["id"], -1).to_numpy()[selected],
                        tag_order[tag_at].astype(np.int32))
         # posts before the next group's first are complete when the groups are in post order, else none is
         last = k + 1 == len(groups)
-        complete = len(ids) if last else int(np.searchsorted(ids, groups[k + 1].first_post)) if streaming else 0
+        complete = len(ids) if last else int(np.searchsorted(ids, starts[k + 1])) if starts is not None else 0
         while next_chunk < n_chunks and min((next_chunk + 1) * _CHUNK_POSTS, len(ids)) <= complete:
-            yield _tag_chunk(ids, next_chunk, buckets.pop(next_chunk, []), tag_category, checked, meta.tag_file)
+            yield _tag_chunk(ids, next_chunk, buckets.pop(next_chunk, []), tag_category, checked, tag_file)
             next_chunk += 1
     for c in range(next_chunk, n_chunks):  # no relation files: posts without any tag row
-        yield _tag_chunk(ids, c, [], tag_category, checked, meta.tag_file)
+        yield _tag_chunk(ids, c, [], tag_category, checked, tag_file)
 
 
 def _file_by_chunk(buckets: dict, post: np.ndarray, relation: np.ndarray, tag_row: np.ndarray) -> None:

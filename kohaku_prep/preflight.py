@@ -151,7 +151,7 @@ def check_dataset(p: Preset, sample: int = 1000) -> Check:
         # with shuffle or tag dropout on (the preset insists on one), sd-scripts keeps what precedes it
         return Check("dataset", False, f"{root}: every caption must carry exactly one '{KEEP_SEPARATOR}'")
     images = manifest["image"].to_pylist()
-    on_disk = set()
+    on_disk: set[str] = set()
     for folder in {Path(i).parent for i in images}:
         with os.scandir(root / folder) as entries:
             on_disk.update(f"{folder}/{e.name}" for e in entries)

@@ -11,15 +11,15 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kohaku_prep.errors import PrepError
-from kohaku_prep.tomlout import dumps
-
 import kohaku_prep.presets
 from kohaku_prep import trainer_values
+from kohaku_prep.errors import PrepError
+from kohaku_prep.tomlout import dumps
 
 # the shipped presets: the top-level presets/ folder, installed as the package kohaku_prep.presets
 PRESET_DIR = Path(kohaku_prep.presets.__file__).resolve().parent
@@ -361,14 +361,14 @@ class Resolved:
         return dumps(to_dict(self.preset), header)
 
 
-def resolve(preset_file: Path | None, user_file: Path | None = None, overrides: list[str] = ()) -> Resolved:
+def resolve(preset_file: Path | None, user_file: Path | None = None, overrides: Sequence[str] = ()) -> Resolved:
     merged = to_dict(Preset())
     sources: dict[str, str] = {}
     _record_sources(merged, [], "package defaults", sources)
     layer_names = ["package defaults"]
-    for path in (preset_file, user_file):
-        if path is not None:
-            layer = read_layer(path)
+    for layer_file in (preset_file, user_file):
+        if layer_file is not None:
+            layer = read_layer(layer_file)
             _merge(merged, layer.data, layer.name, sources, [])
             layer_names.append(layer.name)
     printed = []
@@ -409,7 +409,7 @@ def _type_name(tp: Any) -> str:
 
 def _convert(tp: Any, value: Any, path: list, sources: dict, errors: list[str]) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
             return _build(tp, value, path, sources, errors)
     elif origin is Literal:

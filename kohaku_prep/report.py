@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from kohaku_prep import charts, dataset_files, plan
+from kohaku_prep.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
 from kohaku_prep.charts import Chart, Table
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
 from kohaku_prep.metadata import CATEGORY_NAMES, RATING_NAMES
 from kohaku_prep.preset import DatasetSection
 from kohaku_prep.selection import Stage
@@ -79,7 +80,8 @@ def _megapixel_table(widths: np.ndarray, heights: np.ndarray) -> Table:
     return Table("Image size (megapixels)", ["from", "below", "images"], rows)
 
 
-def _require(summary: dict, key: str) -> object:
+def _require(summary: dict, key: str) -> Any:
+    """A section of summary.json (JSON: its shape is the build's)."""
     if key not in summary:
         raise PrepError(f"summary.json has no '{key}': the dataset was built by an older kohaku-prep; "
                         "build it again to draw its report")
@@ -147,8 +149,8 @@ def _draw_selection(figure, stages: Table, pools: Table) -> None:
         values = pools.column(name)
         ys = [p + (k - 1) * height for p in range(len(values))]
         per_pool.barh(ys, values, height=height, color=color, label=name)
-        for y, v in zip(ys, values):
-            per_pool.annotate(f"{v:,}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+        for bar_y, v in zip(ys, values):
+            per_pool.annotate(f"{v:,}", (v, bar_y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
     per_pool.set_yticks(list(range(len(pools.rows))), pools.column("pool"))
     per_pool.invert_yaxis()
     per_pool.set_xlim(0, 1.15 * max((v for row in pools.rows for v in row[1:]), default=1))

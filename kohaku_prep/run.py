@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import shutil
 import tomllib
@@ -21,13 +19,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (SD_SCRIPTS_COMMIT, __version__, dataset_files, interface, lokr, plan, preflight, resume,
-                         training)
+from kohaku_prep import (
+    SD_SCRIPTS_COMMIT,
+    __version__,
+    dataset_files,
+    interface,
+    lokr,
+    plan,
+    preflight,
+    resume,
+    training,
+)
 from kohaku_prep import parts as parts_module
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import OwnedFiles, write_atomic
 from kohaku_prep.preset import Preset, Resolved, find_file, to_dict
 from kohaku_prep.tomlout import dumps
+from kohaku_prep.versions import installed_version, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 UNKNOWN_COMMIT = "unknown (not a git checkout of its own)"
@@ -81,8 +89,8 @@ def make_plan(p: Preset) -> RunPlan:
                         "builds its curve from each launch's own length; use one of "
                         f"{', '.join(CHAINABLE_SCHEDULERS)}, or one part (schedule.steps_per_part = 0)")
     if s.seed + len(parts.parts) - 1 > SEED_MAX:
-        raise PrepError(f"schedule.seed = {s.seed}: part {len(parts.parts)} would launch with a seed past {SEED_MAX:,}; "
-                        "choose a smaller seed")
+        raise PrepError(f"schedule.seed = {s.seed}: part {len(parts.parts)} would launch with a seed past "
+                        f"{SEED_MAX:,}; choose a smaller seed")
     if len(parts.parts) > 1 and p.launch.num_machines > 1:
         raise PrepError("a run on several machines runs as one part: set schedule.steps_per_part = 0")
     n = p.network
@@ -129,7 +137,8 @@ def plan_charts(steps: plan.StepPlan, seconds_per_step: float | None = None, par
 
     rows = plan.bucket_rows(steps.buckets, steps.batch_size)
     marks = plan.timeline(steps, seconds_per_step, part_ends, saves)
-    eta = f"ETA {plan.duration(marks[-1].seconds)}" if seconds_per_step else ""
+    end = marks[-1].seconds  # None without seconds per step
+    eta = f"ETA {plan.duration(end)}" if end is not None else ""
     return {PLAN_CHARTS[0]: charts.png(lambda f: charts.bucket_chart(f, rows, steps.batch_size),
                                        charts.bucket_chart_size(len(rows))),
             PLAN_CHARTS[1]: charts.png(lambda f: charts.timeline_chart(f, marks, eta), charts.timeline_chart_size())}
@@ -143,18 +152,9 @@ def write_plan_charts(run_dir: Path, rp: RunPlan, p: Preset, seconds_per_step: f
     return OwnedFiles(run_dir, "run.dir").write_all(charts)
 
 
-def installed_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def versions(sd_scripts: Path) -> dict[str, str]:
-    out = {"kohaku-prep": __version__, "python": platform.python_version(),
-           "sd-scripts": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
-           "sd-scripts pinned": SD_SCRIPTS_COMMIT}
-    return out | {dist: installed_version(dist) for dist in VERSIONED}
+def run_versions(sd_scripts: Path) -> dict[str, str]:
+    return versions(VERSIONED) | {"sd-scripts": preflight.sd_scripts_commit(sd_scripts) or UNKNOWN_COMMIT,
+                                  "sd-scripts pinned": SD_SCRIPTS_COMMIT}
 
 
 def run_record(p: Preset, sd_scripts: Path) -> dict[str, str]:
@@ -207,14 +207,14 @@ def write_run_folder(resolved: Resolved, rp: RunPlan, sd_scripts: Path, command:
     if not p.run.dir:
         raise PrepError("set run.dir (the run folder: --run-dir DIR or run.dir=DIR)")
     paths = training.RunPaths(Path(p.run.dir).resolve())
-    files = {
+    files: dict[str, str | bytes] = {
         "command.sh": "#!/usr/bin/env bash\n# written by kohaku-prep: runs or continues this run (each part's own "
                       f"launch is parts/NNN/command.sh)\nset -euo pipefail\ncd {shlex.quote(cwd)}\nexec "
                       + " ".join(shlex.quote(a) for a in command) + "\n",
         "preset.toml": resolved.to_toml(),
         "plan.txt": plan_text(rp, p),
         paths.parts_table.name: json.dumps(parts_table(rp), indent=1) + "\n",
-        "versions.json": json.dumps(versions(sd_scripts), indent=2, sort_keys=True) + "\n",
+        "versions.json": json.dumps(run_versions(sd_scripts), indent=2, sort_keys=True) + "\n",
         resume.RUN_RECORD: json.dumps(run_record(p, sd_scripts), indent=2, sort_keys=True) + "\n",
     }
     if p.network.preset:

@@ -122,7 +122,7 @@ def generate(root: Path, n_posts: int = 2400, seed: int = 20240421) -> dict[str,
     blocks = rng.sample(range(MAX_ID // 1000), n_posts)
     posts = [_post(rng, max(1, b * 1000 + rng.randrange(SHARDS))) for b in blocks]
 
-    shards: dict[Path, list[tuple[str, bytes]]] = {}
+    shards: dict[str, list[tuple[str, bytes]]] = {}
     missing, corrupt = 0, None
     for post in sorted(posts, key=lambda p: p["id"]):
         if post["file_ext"] in MOTION or post["md5"] is None:
@@ -158,7 +158,7 @@ def generate(root: Path, n_posts: int = 2400, seed: int = 20240421) -> dict[str,
 
 def _normalized_files(posts: list[dict]) -> dict[str, bytes]:
     """HakuBooru's tables: integer ratings, 0/1 booleans, tags by id, relation rows in tag order."""
-    names = {}
+    names: dict[tuple[str, str], None] = {}  # (tag, category) in first-seen order
     for category in TAG_TYPE:
         for post in posts:
             for tag in post[f"tag_string_{category}"].split():

@@ -17,6 +17,7 @@ from kohaku_prep.fsutil import write_atomic
 from kohaku_prep.plan import STARTUP_GPU_ESTIMATE_SECONDS, duration
 from kohaku_prep.training import RunPaths
 
+
 def _read_json(path: Path) -> dict | list | None:
     try:
         return json.loads(path.read_text())

@@ -193,7 +193,8 @@ def training_config(p: Preset, paths: RunPaths, part: PartLaunch) -> dict:
     config.update({flag: True for flag, on in flags.items() if on})
     optional = {
         "vae": str(Path(p.model.vae).resolve()) if p.model.vae else None,
-        "tokenizer_cache_dir": str(Path(p.model.tokenizer_cache_dir).resolve()) if p.model.tokenizer_cache_dir else None,
+        "tokenizer_cache_dir": (str(Path(p.model.tokenizer_cache_dir).resolve())
+                                if p.model.tokenizer_cache_dir else None),
         "min_snr_gamma": float(t.min_snr_gamma) if t.min_snr_gamma > 0 else None,
         "noise_offset": float(t.noise_offset) if t.noise_offset > 0 else None,
         "max_token_length": t.max_token_length if t.max_token_length != 75 else None,

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import build, captions, dataset_files, images, metadata, selection
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.versions import versions
 
 GEN_VERSION = 1
 DANBOORU_MAX_ID = 7_350_000
@@ -67,17 +68,19 @@ def _word(k: int) -> str:  # three syllables, one word per k < 512,000
 
 def _vocabulary(rng) -> tuple[list[str], np.ndarray, dict[int, np.ndarray]]:
     """Names sorted (tag id = position + 1), their types, and per type the positions by popularity."""
-    names, types = [], []
+    names: list[str] = []
+    type_of_name: list[int] = []
     for tp, (size, head) in VOCAB.items():  # a unique first word (7919 spreads 0..512k), so unique names
         names += head + [NAME_PATTERN[tp].format(a=_word((len(names) + i) * 7919 % 512_000), b=_word(i * 31 % 6400))
                          for i in range(len(head), size)]
-        types += [tp] * size
+        type_of_name += [tp] * size
     assert len(set(names)) == len(names)
     order = sorted(range(len(names)), key=names.__getitem__)
     pos = np.empty(len(names), np.int64)
     pos[order] = np.arange(len(names))
-    types, popular = np.array(types, np.int8), {}
-    for tp, (size, head) in VOCAB.items():
+    types = np.array(type_of_name, np.int8)
+    popular: dict[int, np.ndarray] = {}
+    for tp, (_size, head) in VOCAB.items():
         members = np.flatnonzero(types == tp)  # creation order: head names first
         popular[tp] = pos[np.concatenate([members[:len(head)], rng.permutation(members[len(head):])])]
     return [names[i] for i in order], types[order], popular
@@ -88,12 +91,12 @@ def _draw_tags(rng, n: int, popular: dict, n_vocab: int) -> tuple[np.ndarray, np
     counts = {0: rng.integers(27, 40, n), 1: rng.choice(3, n, p=[.1, .85, .05]),
               2: rng.choice(4, n, p=[.3, .5, .15, .05]), 3: rng.choice(3, n, p=[.15, .7, .15]),
               4: rng.integers(0, 5, n)}
-    keys = []
+    drawn = []
     for tp, k in counts.items():
         post, vocab = np.repeat(np.arange(n, dtype=np.int64), k), popular[tp]
         rank = (np.exp(rng.random(len(post)) * np.log(len(vocab) + 1)) - 1).astype(np.int64)
-        keys.append(post * n_vocab + vocab[np.minimum(rank, len(vocab) - 1)])
-    keys = np.unique(np.concatenate(keys))
+        drawn.append(post * n_vocab + vocab[np.minimum(rank, len(vocab) - 1)])
+    keys = np.unique(np.concatenate(drawn))
     return keys // n_vocab, keys % n_vocab
 
 
@@ -127,7 +130,8 @@ def generate_metadata(n: int, cache: Path) -> Path:
     if (out / "DONE").exists():
         return out
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "flat").mkdir(parents=True), (tmp / "normalized").mkdir()
+    (tmp / "flat").mkdir(parents=True)
+    (tmp / "normalized").mkdir()
     rng = np.random.default_rng([GEN_VERSION, n])
     max_id = max(n, DANBOORU_MAX_ID)
     ids = np.arange(1, n + 1) if n == max_id else np.sort(rng.choice(max_id, n, replace=False)) + 1
@@ -205,9 +209,11 @@ def generate_images(meta: Path, n_images: int, cache: Path) -> Path:
 def _status_gb(field: str, pid: int | str = "self") -> float:
     """VmRSS or VmHWM of a process in GB; 0 once it has exited."""
     try:
-        return int(re.search(rf"{field}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 2**20
-    except (OSError, AttributeError):
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
         return 0.0
+    found = re.search(rf"{field}:\s+(\d+)", status)
+    return int(found.group(1)) / 2**20 if found else 0.0
 
 
 def _measure(fn, *args) -> tuple:
@@ -222,13 +228,14 @@ def _measure(fn, *args) -> tuple:
 def _alternate(repeat: int, runs: dict) -> dict:
     """name -> fn(k) writing into a fresh folder of its own for run k: each timed `repeat` times, in turn.
     Nothing is deleted until the bench ends: ext4 scans recently deleted inodes (~30 s) on every create."""
-    out = {name: [] for name in runs}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    rss_gb: dict[str, float] = {}
     for k in range(repeat):
         for name, fn in runs.items():
             _, m = _measure(fn, k)
-            out[name].append(m["seconds"])
-            out[f"{name}_rss_gb"] = m["peak_rss_gb"]
-    return out
+            seconds[name].append(m["seconds"])
+            rss_gb[f"{name}_rss_gb"] = m["peak_rss_gb"]
+    return {**seconds, **rss_gb}
 
 
 def _resolved(**settings):
@@ -297,20 +304,21 @@ def child_writes(t: dict) -> dict:
         build.copy_images(plan, tmp / f"kohaku-{k}", p, False)
 
     rows = np.searchsorted(plan.index.ids, plan.sel.ids)
-    shards = []
+    shards: list[tuple[str, str, str]] = []  # shard, its source code, the file listing its members
     for code in np.unique(plan.index.source[rows]).tolist():
         listed = tmp / "lists" / f"{code}.txt"
         listed.parent.mkdir(parents=True, exist_ok=True)
         listed.write_text("".join(plan.index.file_name(i) + "\n" for i in rows[plan.index.source[rows] == code]))
         shards.append((str(plan.index.sources[code]), str(code), str(listed)))
 
-    def tar_x(shard: str, code: str, listed: str, k: int):
+    def tar_x(shard_code_listed: tuple[str, str, str], k: int):
+        shard, code, listed = shard_code_listed
         (tmp / f"tar-{k}" / code).mkdir(parents=True)
         subprocess.run(["tar", "-xf", shard, "-C", str(tmp / f"tar-{k}" / code), "-T", listed], check=True)
 
     def tar_all(k):  # as many tar processes at a time as the build has workers
         with ThreadPoolExecutor(p.output.workers) as pool:
-            list(pool.map(lambda shard: tar_x(*shard, k), shards))
+            list(pool.map(lambda shard: tar_x(shard, k), shards))
     return {"files": len(ids), "workers": p.output.workers, "index": [m["seconds"] for _, m in index],
             "index_rss_gb": index[-1][1]["peak_rss_gb"], "shards": len(plan.index.sources),
             "members": len(plan.index.ids),
@@ -404,7 +412,8 @@ def main() -> None:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     res = {"command": [sys.executable, *sys.argv], "posts": args.posts, "images": args.images, "repeat": args.repeat,
            "machine": {"cores": os.cpu_count(), "ram_gb": round(ram, 1), "platform": platform.platform()},
-           "versions": build.versions(), "generator_version": GEN_VERSION, "stages": {}, "scaling": [], "targets": []}
+           "versions": versions(build.VERSIONED), "generator_version": GEN_VERSION, "stages": {}, "scaling": [],
+           "targets": []}
 
     def say(line: str) -> None:
         print(line, flush=True)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+
 def generate(path: Path, n: int, seed: int = 0) -> None:
     """n posts as danbooru's dump writes them: its field names, nested media_asset, ~500 bytes a line.
     Tag strings come from a pool drawn once (generation stays quick; convert does not care)."""
@@ -30,7 +31,8 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(1, n + 1):
             bits = rng.getrandbits(128)
-            fh.write(line.format(i=i, year=2005 + i * 19 // n, month=1 + i % 9, day=i % 10, score=i % 50, md5=f"{bits:032x}", rating="gsqe"[bits & 3], fav=(bits >> 8) % 300,
+            fh.write(line.format(i=i, year=2005 + i * 19 // n, month=1 + i % 9, day=i % 10, score=i % 50,
+                                 md5=f"{bits:032x}", rating="gsqe"[bits & 3], fav=(bits >> 8) % 300,
                                  deleted="true" if i % 31 == 0 else "false", general=general[(bits >> 20) & 4095],
                                  c=(bits >> 40) % 800, a=(bits >> 50) % 2000))
 

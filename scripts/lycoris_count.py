@@ -75,10 +75,10 @@ def main(argv=None) -> int:
     os.dup2(2, 1)
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from snapshot_sdxl_modules import build_models
+    import logging
 
     import torch
-    import logging
+    from snapshot_sdxl_modules import build_models
 
     unet, te1, te2 = build_models(args.sd_scripts)
 
@@ -121,9 +121,9 @@ def main(argv=None) -> int:
         for n, m in model.named_modules():
             where[id(m)] = (key, n, type(m).__name__)
 
-    totals = collections.Counter()
-    tensors_by_model = collections.Counter()
-    modules_by = collections.defaultdict(collections.Counter)
+    totals: collections.Counter[str] = collections.Counter()
+    tensors_by_model: collections.Counter[str] = collections.Counter()
+    modules_by: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     full_matrix_all = True
     module_list = []
     shapes = {}

@@ -28,10 +28,9 @@ def main(argv=None) -> int:
 
     import torch
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
     from library import model_util, sdxl_model_util, sdxl_original_unet
     from snapshot_sdxl_modules import clip_config
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(args.seed)
     unet = sdxl_original_unet.SdxlUNet2DConditionModel().half()

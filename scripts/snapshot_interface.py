@@ -136,7 +136,8 @@ def sanitizer_arguments(sd_scripts: Path, parser: argparse.ArgumentParser) -> tu
     calls = {
         tuple(evaluate(arg) for arg in node.args)
         for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "ConfigSanitizer"
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "ConfigSanitizer"
     }
     if len(calls) != 1:
         raise ValueError(f"{SANITIZER_CALLER}: expected one ConfigSanitizer(...) form, found {sorted(calls)}")
@@ -186,8 +187,8 @@ def snapshot(sd_scripts: Path) -> dict:
     sd_scripts = sd_scripts.resolve()
     sys.dont_write_bytecode = True  # leave no __pycache__ in the (read-only) checkout
     sys.path.insert(0, str(sd_scripts))
-    import voluptuous
     import sdxl_train_network
+    import voluptuous
     from library import config_util
 
     parser = sdxl_train_network.setup_parser()

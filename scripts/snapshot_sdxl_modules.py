@@ -95,9 +95,8 @@ def build_models(sd_scripts: str):
     sys.path.insert(0, os.path.abspath(sd_scripts))
     import torch  # noqa: F401
     from accelerate import init_empty_weights
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
     from library import sdxl_original_unet
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     # Same constructors and configs as library/sdxl_model_util.py (v0.10.1) load_models_from_sdxl_checkpoint.
     with init_empty_weights():

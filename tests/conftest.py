@@ -7,6 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers, reference_caption, nasty_posts
 
 from helpers import build_sample  # noqa: E402
+
 from kohaku_prep import sample  # noqa: E402
 
 

@@ -184,7 +184,7 @@ def nasty_posts(n: int, seed: int) -> list[dict]:
                 "is_deleted": rng.random() < 0.05,
                 "is_banned": rng.random() < 0.03,
                 "md5": md5,
-                "file_url": None if hidden else f"https://cdn.donmai.us/original/{md5[:2]}/{md5[2:4]}/{md5}.{ext}",
+                "file_url": None if md5 is None else f"https://cdn.donmai.us/original/{md5[:2]}/{md5[2:4]}/{md5}.{ext}",
                 "image_width": rng.randint(1, 8000),
                 "image_height": rng.randint(1, 8000),
             }

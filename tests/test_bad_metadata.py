@@ -2,16 +2,18 @@
 or is left out and counted as a stage of the report (input.bad_metadata = "skip", the Epsilon preset's)."""
 import json
 import re
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import flat_post, write_flat, write_normalized
 from PIL import Image
 
-from helpers import flat_post, write_flat, write_normalized
 from kohaku_prep import build, metadata, selection
+from kohaku_prep.bad_metadata import Skip
 from kohaku_prep.cli import main
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import PRESET_DIR, FiltersSection, Pool, SelectionSection, resolve
@@ -77,7 +79,7 @@ def captions_of(tmp_path, name="out"):
 
 
 def read_lenient(path, dated=False):
-    skipped = []
+    skipped: list[Skip] = []
     table = metadata.read_posts(metadata.locate(path), "danbooru", skipped, dated=dated)
     return table, {s.problem: (s.count, s.first) for s in skipped}
 
@@ -123,7 +125,7 @@ def test_a_damaged_tag_column_is_a_one_line_error(copy_sample, tmp_path, mode):
 @pytest.mark.parametrize("mode", ["fail", "skip"])
 def test_missing_and_mistyped_columns_are_errors_in_both_modes(tmp_path, mode):
     path = write_flat(posts(), tmp_path / "m")
-    skipped = [] if mode == "skip" else None
+    skipped: list[Skip] | None = [] if mode == "skip" else None
     pq.write_table(pq.read_table(path).drop_columns(["rating"]), path)
     with pytest.raises(PrepError, match=r"posts.parquet: missing column 'rating' \(string or integer\)"):
         metadata.read_posts(metadata.locate(path), "danbooru", skipped)
@@ -142,7 +144,8 @@ def test_an_empty_selection_is_an_error_when_every_post_is_bad(tmp_path):
 
 # ---------------------------------------------------------------- bad posts: one test per problem, both modes
 
-POST_PROBLEMS = {  # name: (changes to post 3, strict error, lenient stage, its note)
+POST_PROBLEMS: dict[str, tuple[dict[str, Any], str, str, str]] = {  # name: (changes to post 3, strict error,
+    # lenient stage, its note)
     "null id": (dict(id=None), r"posts.parquet: column 'id' has 1 null value\(s\), first null in row 2;",
                 "bad metadata: id null", "first: posts.parquet, row 2, id null"),
     "unknown rating": (dict(rating="safe"), r"column 'rating' has 1 unknown value\(s\), first 'safe' in post 3 "
@@ -240,7 +243,7 @@ def test_duplicate_ids_across_files(tmp_path):
 def test_lenient_drops_come_before_sampling_so_quotas_are_met(tmp_path):
     path = write_flat([flat_post(i, "2020-01-01", "x" if i % 3 == 0 else "g", 1) for i in range(1, 101)],
                       tmp_path / "m")
-    skipped = []
+    skipped: list[Skip] = []
     table = metadata.read_posts(metadata.locate(path), "danbooru", skipped)
     sel = selection.select(table, SelectionSection(seed=3, pools=[Pool(0, None, 60)]), FiltersSection(), skipped)
     assert len(sel.ids) == 60 and not np.isin(sel.ids, np.arange(3, 101, 3)).any()
@@ -254,8 +257,8 @@ def test_created_at_without_a_year_without_quirks(tmp_path):
     path = write_flat(posts(created_at="2010-13-45T00:00:00"), tmp_path / "m")
     no_quirks = ["caption.year_quirks=false"]
     with pytest.raises(PrepError, match=r"column 'created_at' has 1 value\(s\) without a readable date, first "
-                                        r"'2010-13-45T00:00:00' in post 3; caption.year_quirks = true tags them 'early' as "
-                                        "HakuBooru did; " + re.escape(HINT)):
+                                        r"'2010-13-45T00:00:00' in post 3; caption.year_quirks = true tags them "
+                                        "'early' as HakuBooru did; " + re.escape(HINT)):
         build_dataset(tmp_path, path, "fail", no_quirks)
     summary = build_dataset(tmp_path, path, "skip", no_quirks)
     assert stage(summary, "bad metadata: created_at without a year") == {

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 from PIL import Image
 
-from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 import kohaku_prep
 from kohaku_prep import build, dataset_files, images, metadata
 from kohaku_prep.errors import PrepError
@@ -104,9 +104,14 @@ def test_interrupted_build_resumes_without_redoing_images(sample_root, sample_da
     monkeypatch.undo()
     assert not out.exists() and (tmp_path / "resumed.partial").is_dir()
 
-    reads, read_many = [], images.ImageIndex.read_many
-    monkeypatch.setattr(images.ImageIndex, "read_many",
-                        lambda index, rows: reads.extend(rows) or read_many(index, rows))
+    reads: list[int] = []
+    read_many = images.ImageIndex.read_many
+
+    def counted_read_many(index, rows):
+        reads.extend(rows)
+        return read_many(index, rows)
+
+    monkeypatch.setattr(images.ImageIndex, "read_many", counted_read_many)
     build_sample(sample_root, out)
     assert len(reads) == 1  # only the undecodable image is tried again; the rest came from the first run
     assert not (tmp_path / "resumed.partial").exists()

@@ -3,13 +3,15 @@ import time
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from kohaku_prep import captions, metadata
-from kohaku_prep.errors import PrepError
 from helpers import CATEGORIES, flat_post, run_captions, write_flat, write_normalized
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, META_KEPT, nasty_posts
 from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
+
+from kohaku_prep import captions, metadata
+from kohaku_prep.bad_metadata import Skip
+from kohaku_prep.errors import PrepError
 
 RECIPE_EXAMPLES = [
     (flat_post(5_100_000, "2023-03-01T10:00:00.000+09:00", "q", 50, general="1girl smile",
@@ -77,7 +79,7 @@ def test_tag_counts_add_up_over_chunks(nasty, monkeypatch):
 
 def test_percentile_quality_matches_independent_implementation(nasty):
     posts, flat, _ = nasty
-    by_rating = {}
+    by_rating: dict[str, list[int]] = {}
     for p in posts:
         by_rating.setdefault(p["rating"], []).append(p["fav_count"])
     thresholds = percentile_thresholds(by_rating)
@@ -165,7 +167,7 @@ def test_a_tag_holding_the_separator_is_refused_or_left_out(tmp_path, shape):
     path = write_flat(posts, tmp_path) if shape == "flat" else write_normalized(posts, tmp_path)
     with pytest.raises(PrepError, match=r"post 1, meta tag '\|\|\|' holds the keep separator '\|\|\|'"):
         run_captions(path)
-    skipped = []
+    skipped: list[Skip] = []
     assert run_captions(path, skipped=skipped) == {2: ", |||highres, recent, safe, worst quality"}
     (skip,) = skipped
     assert (skip.problem, skip.count) == ("bad tag: holds '|||'", 1) and skip.first.endswith("post 1, meta tag '|||'")
@@ -188,7 +190,7 @@ def has_bad_tag(post: dict) -> bool:
 @given(rows=st.lists(wild_fields, min_size=1, max_size=8))
 def test_bad_tags_are_left_out(tmp_path_factory, shape, rows):
     posts = generated_posts(rows)
-    skipped = []
+    skipped: list[Skip] = []
     got = run_captions(written(posts, shape, tmp_path_factory.mktemp("wild")), skipped=skipped)
     assert set(got) == {p["id"] for p in posts if not has_bad_tag(p)}
     assert sum(s.count for s in skipped) == len(posts) - len(got)

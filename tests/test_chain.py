@@ -123,7 +123,8 @@ def test_a_failed_part_stops_the_run_and_the_same_command_continues_there(sample
 
 def test_retries_launch_a_crashed_part_again(sample_dataset, tmp_path):
     p, rp, paths = start(sample_dataset, tmp_path / "run", "run.retries=1")
-    trainer, echoed = FakeTrainer(fail={1: -9}), []
+    trainer = FakeTrainer(fail={1: -9})
+    echoed: list[str] = []
     go(p, rp, paths, trainer, echoed)
     assert len(trainer.launched) == 4
     assert any("part 1 of 3: the launch exited with -9" in e and "launching it again (1 retry left)" in e

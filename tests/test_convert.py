@@ -7,13 +7,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-
 from helpers import run_captions, write_normalized
+from nasty_posts import nasty_posts
+from reference_caption import reference_caption
+
 from kohaku_prep import convert, metadata
 from kohaku_prep.cli import main
 from kohaku_prep.errors import PrepError
-from nasty_posts import nasty_posts
-from reference_caption import reference_caption
 
 NOTHING = lambda n: None  # noqa: E731
 
@@ -45,7 +45,7 @@ def assert_captions_match(got: dict, posts: list[dict]):
 
 def test_json_lines_to_flat_parquet(tmp_path, posts):
     src = write_jsonl(tmp_path / "posts.json", [danbooru_line(p) for p in posts])
-    seen = []
+    seen: list[int] = []
     n, bad = convert.convert_json_lines(src, tmp_path / "posts.parquet", False, seen.append, block_bytes=4096)
     assert (n, bad.count) == (len(posts), 0) and sum(seen) == src.stat().st_size and len(seen) > 10
     assert metadata.locate(tmp_path / "posts.parquet").layout == \
@@ -172,7 +172,8 @@ def test_old_tag_list_database_is_one_line(tmp_path):
     path = tmp_path / "danbooru2023.db"
     db = sqlite3.connect(path)
     db.executescript('CREATE TABLE post (id INTEGER PRIMARY KEY, created_at VARCHAR, tag_list TEXT, '
-                     'tag_count_general INTEGER); CREATE TABLE tag (id INTEGER PRIMARY KEY, name VARCHAR, type INTEGER);')
+                     'tag_count_general INTEGER); '
+                     'CREATE TABLE tag (id INTEGER PRIMARY KEY, name VARCHAR, type INTEGER);')
     db.close()
     result = CliRunner().invoke(main, ["convert", str(path), str(tmp_path / "meta")])
     assert result.exit_code == 1 and result.output.count("\n") == 1

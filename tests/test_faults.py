@@ -4,15 +4,15 @@ import errno
 import io
 import os
 import signal
-import tarfile
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
+from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
 from PIL import Image
 
-from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
 from kohaku_prep import build, images
 from kohaku_prep.errors import PrepError
 
@@ -147,7 +147,11 @@ def test_a_zero_byte_member_is_counted_not_fatal(copy_sample, sample_dataset, tm
     row = next(r for r in range(len(index.ids)) if index.file_name(r) in selected)
     shard, victim = index.sources[index.source[row]], index.file_name(row)
     with tarfile.open(shard) as tf:
-        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+        members = []
+        for m in tf.getmembers():
+            member_file = tf.extractfile(m)
+            assert member_file is not None  # a shard holds regular files only
+            members.append((m, member_file.read()))
     with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tf:
         for member, data in members:
             data = b"" if member.name == victim else data

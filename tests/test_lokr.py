@@ -40,7 +40,7 @@ def test_epsilon_network_matches_lycoris():
     plan = plan_network(read_lycoris_preset(DELTA), EPSILON_ARGS)
     assert plan.params == 384_645_360  # (LyCORIS)
     assert plan.params_by_model() == {"te1": 1_331_712, "te2": 9_842_688, "unet": 373_470_960}  # (LyCORIS)
-    kinds = {}
+    kinds: dict[tuple[str, str, int | None], int] = {}
     for m in plan.modules:
         kinds[(m.model, m.kind, m.factor)] = kinds.get((m.model, m.kind, m.factor), 0) + 1
     assert kinds == {("te1", "lokr", 8): 72, ("te2", "lokr", 8): 192, ("unet", "lokr", 8): 94,

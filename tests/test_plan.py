@@ -115,6 +115,7 @@ def test_timeline_marks_warmup_parts_saves_and_end():
 
 def test_plan_draws_its_charts_into_the_run_folder(sample_dataset, tmp_path):
     from click.testing import CliRunner
+
     from kohaku_prep.cli import main
     result = CliRunner().invoke(main, ["plan", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run'}",
                                        "--seconds-per-step", "49.5"])

@@ -15,7 +15,8 @@ def epsilon(*overrides):
 
 
 @pytest.mark.parametrize("version, ok, why", [
-    ("0.35.4", False, "no Lion8bit"), ("0.37.2", False, "8-bit optimizer bugs"), ("0.40.0", False, "8-bit optimizer bugs"),
+    ("0.35.4", False, "no Lion8bit"), ("0.37.2", False, "8-bit optimizer bugs"),
+    ("0.40.0", False, "8-bit optimizer bugs"),
     ("0.41.0", False, "8-bit optimizer bugs"), ("0.41.1", True, ""), ("0.45.5", True, ""), ("0.50.2+cu124", True, ""),
 ])
 def test_bitsandbytes_versions(version, ok, why):

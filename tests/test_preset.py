@@ -4,8 +4,15 @@ from pathlib import Path
 import pytest
 
 from kohaku_prep.errors import PrepError
-from kohaku_prep.preset import (LYCORIS_PRESET_DIR, PRESET_DIR, find_preset, parse_override, resolve,
-                                 shipped_lycoris_presets, shipped_presets)
+from kohaku_prep.preset import (
+    LYCORIS_PRESET_DIR,
+    PRESET_DIR,
+    find_preset,
+    parse_override,
+    resolve,
+    shipped_lycoris_presets,
+    shipped_presets,
+)
 
 ALL_TOML = sorted(PRESET_DIR.rglob("*.toml"))
 SHIPPED = [p for p in ALL_TOML if LYCORIS_PRESET_DIR not in p.parents]

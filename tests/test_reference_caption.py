@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from reference_caption import EPSILON_QUALITY, percentile_thresholds, reference_caption
 
 QUALITY = [

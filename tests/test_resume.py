@@ -1,6 +1,6 @@
 import pytest
-
 from helpers import make_state
+
 from kohaku_prep.errors import PrepError
 from kohaku_prep.resume import check_continuation, state_step
 
@@ -29,7 +29,8 @@ def test_each_change_since_the_start_is_refused_and_named(key, new):
     current = RECORD | {key: new}
     with pytest.raises(PrepError) as refused:
         check_continuation(RECORD, current, force=False)
-    assert str(refused.value) == f"cannot continue the run: {key} changed: {RECORD[key]} -> {new} (--force-resume continues anyway)"
+    assert str(refused.value) == (f"cannot continue the run: {key} changed: {RECORD[key]} -> {new} "
+                                  "(--force-resume continues anyway)")
     assert check_continuation(RECORD, current, force=True) == [f"{key} changed: {RECORD[key]} -> {new}"]
 
 

@@ -9,6 +9,7 @@ from kohaku_prep.preset import find_preset, resolve
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "smoke.py"
 spec = importlib.util.spec_from_file_location("smoke", SCRIPT)
+assert spec is not None and spec.loader is not None
 smoke = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(smoke)
 

@@ -7,9 +7,9 @@ import time
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from test_chain import start
 
 from kohaku_prep import status
-from test_chain import start
 
 
 def write_losses(log_dir, losses):
@@ -49,6 +49,7 @@ def test_status_of_a_running_run(sample_dataset, tmp_path):
 
 def test_status_of_a_folder_that_is_no_run(tmp_path):
     import pytest
+
     from kohaku_prep.errors import PrepError
     with pytest.raises(PrepError, match="not a run folder of kohaku-prep"):
         status.status_lines(tmp_path)

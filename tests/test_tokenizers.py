@@ -1,6 +1,7 @@
 import json
 
 from click.testing import CliRunner
+from helpers import needs_clip_bpe
 
 from kohaku_prep import tokenizers
 from kohaku_prep.cli import main
@@ -14,6 +15,7 @@ def test_byte_symbols_cover_every_byte_once():
     assert symbols[0] == "!" and symbols[-1] == chr(256 + 67)
 
 
+@needs_clip_bpe
 def test_vocabulary_has_clips_ids():
     vocab, merges = tokenizers.vocabulary(tokenizers.find_bpe())
     assert len(vocab) == 49_408 and len(merges) == 48_894
@@ -22,10 +24,12 @@ def test_vocabulary_has_clips_ids():
         49406, 320, 1125, 539, 2368, 49407]
 
 
+@needs_clip_bpe
 def test_cache_layout_is_what_sd_scripts_and_preflight_expect(tmp_path):
     result = CliRunner().invoke(main, ["tokenizers", str(tmp_path / "tok")])
     assert result.exit_code == 0, result.output
-    for name, pad in (("openai_clip-vit-large-patch14", "<|endoftext|>"), ("laion_CLIP-ViT-bigG-14-laion2B-39B-b160k", "!")):
+    for name, pad in (("openai_clip-vit-large-patch14", "<|endoftext|>"),
+                      ("laion_CLIP-ViT-bigG-14-laion2B-39B-b160k", "!")):
         folder = tmp_path / "tok" / name
         assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "special_tokens_map.json",
                                                             "tokenizer_config.json", "vocab.json"]

@@ -5,8 +5,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from helpers import GOLDEN
+
 from kohaku_prep import interface, run, training
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import find_preset, resolve, shipped_presets
@@ -85,7 +85,8 @@ def test_launch_command_is_fully_explicit():
                                                    "/runs/epsilon/parts/001/train.toml"]
     single = training.launch_argv(preset("launch.num_processes=1"), RUN.part(0), Path("/sd"), 0)
     assert "--multi_gpu" not in single
-    cpu = preset("launch.device=cpu", "launch.num_processes=1", "training.mixed_precision=no", "training.full_fp16=false")
+    cpu = preset("launch.device=cpu", "launch.num_processes=1", "training.mixed_precision=no",
+                 "training.full_fp16=false")
     assert "--cpu" in training.launch_argv(cpu, RUN.part(0), Path("/sd"), 0)
 
 
@@ -161,7 +162,8 @@ def test_run_folder_refuses_what_the_trainer_would_not_take(sample_dataset, tmp_
     resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}/r"',
                                                       'optimizer.type="Lion8bit"'])
     rp = run.make_plan(resolved.preset)
-    resolved.preset.training.mixed_precision = "FP16"  # as a hand-edited resolved preset might say
+    # as a hand-edited resolved preset might say, which the preset's type rules out
+    resolved.preset.training.mixed_precision = "FP16"  # type: ignore[assignment]
     paths = training.RunPaths(tmp_path / "r")
     with pytest.raises(PrepError, match="'mixed_precision' = 'FP16'"):
         run.write_part_folder(resolved.preset, rp, paths, 0, Path("/sd"), "epsilon")

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import needs_clip_bpe
 
 from kohaku_prep import run as run_module
 from kohaku_prep.cli import main
@@ -98,7 +99,8 @@ CASES = [
     (["validate", "--preset", "epsilon", "epsilon"], 1, "two presets given"),
     (["train", "--dataset", DS, "--run-dir", "{t}/a-file", "--sd-scripts", "/sd"], 1, "is a file, not a folder"),
     (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume"], 1, "no run to continue"),
-    (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume", "latest"], 1, "override 'latest': expected key=value"),
+    (["train", "--dataset", DS, "--run-dir", "{t}/r", "--resume", "latest"], 1,
+     "override 'latest': expected key=value"),
     (["train", "--dataset", DS, "--force-resume"], 1, "set run.dir"),
     (["train", "--dataset", DS], 1, "set run.dir (the run folder: --run-dir DIR or run.dir=DIR)"),
     (["tokenizers", "{t}/a-file"], 2, "is a file"),
@@ -204,6 +206,7 @@ def test_sample_replaces_its_own_files_only(tmp_path):
     assert snapshot(folder) == before
 
 
+@needs_clip_bpe
 def test_tokenizer_cache_never_overwrites_a_file_it_did_not_write(tmp_path):
     vocab = tmp_path / "tok" / "openai_clip-vit-large-patch14" / "vocab.json"
     vocab.parent.mkdir(parents=True)

@@ -1,10 +1,11 @@
 """The year of created_at: the column-wise ISO path agrees with dateutil (HakuBooru's parser) everywhere."""
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_caption import parse_year
 
 from kohaku_prep.years import created_years, lenient_year
-from reference_caption import parse_year
 
 ISSUE_CASES = {
     "2010/05/03 12:00:00": 2010, "20100503T120000": 2010, " 2008-01-01T00:00:00": 2008,

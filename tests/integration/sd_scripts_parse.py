@@ -12,9 +12,8 @@ logging.basicConfig(level=logging.ERROR)
 sd_scripts, argv = sys.argv[1], json.loads(sys.argv[2])
 sys.path.insert(0, sd_scripts)
 
-from accelerate.commands.launch import launch_command_parser  # noqa: E402
-
 import sdxl_train_network  # noqa: E402
+from accelerate.commands.launch import launch_command_parser  # noqa: E402
 from library import train_util  # noqa: E402
 
 script_at = next(i for i, a in enumerate(argv) if a.endswith("sdxl_train_network.py"))
@@ -23,5 +22,6 @@ sys.argv = argv[script_at:]  # read_config_from_file parses the command line aga
 parser = sdxl_train_network.setup_parser()
 args = parser.parse_args()
 args = train_util.read_config_from_file(args, parser)  # as sdxl_train_network.py's __main__ does
-print(json.dumps({"trainer": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
-                  "launch": {k: v for k, v in vars(launch).items() if isinstance(v, (str, int, float, bool, type(None)))}}))
+SCALAR = (str, int, float, bool, type(None))
+print(json.dumps({"trainer": {k: v for k, v in vars(args).items() if isinstance(v, (*SCALAR, list))},
+                  "launch": {k: v for k, v in vars(launch).items() if isinstance(v, SCALAR)}}))

@@ -25,7 +25,7 @@ group, _ = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_gro
 group.verify_bucket_reso_steps(32)
 
 random.seed(0)
-out = {"datasets": []}
+out: dict[str, list[dict]] = {"datasets": []}
 for ds in group.datasets:
     subsets = [{k: getattr(s, k) for k in ("image_dir", "caption_extension", "shuffle_caption",
                                            "keep_tokens_separator", "caption_tag_dropout_rate", "num_repeats")}

@@ -62,7 +62,8 @@ def differences(expected: dict, actual: dict) -> list:
         if key in ("sdxl_train_network_options", "dataset_config_keys"):
             continue
         if expected.get(key, "<absent>") != actual.get(key, "<absent>"):
-            lines.append(f"{key}: committed {expected.get(key, '<absent>')!r}, checkout {actual.get(key, '<absent>')!r}")
+            lines.append(f"{key}: committed {expected.get(key, '<absent>')!r}, "
+                         f"checkout {actual.get(key, '<absent>')!r}")
     lines += _option_differences(expected.get("sdxl_train_network_options", []),
                                  actual.get("sdxl_train_network_options", []))
     lines += _key_differences(expected.get("dataset_config_keys", {}), actual.get("dataset_config_keys", {}))

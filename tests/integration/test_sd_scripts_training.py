@@ -16,7 +16,8 @@ from kohaku_prep.preset import find_preset, resolve, shipped_presets
 @pytest.mark.parametrize("preset", shipped_presets(), ids=lambda p: p.stem)
 def test_trainer_parses_a_resuming_part(preset, sample_dataset, sd_scripts, trainer_python, tmp_path):
     resolved = resolve(preset, None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path / "run"}"',
-                                      f'model.pretrained="{tmp_path / "base.safetensors"}"', "schedule.steps_per_part=2"])
+                                      f'model.pretrained="{tmp_path / "base.safetensors"}"',
+                                      "schedule.steps_per_part=2"])
     p = resolved.preset
     rp = run.make_plan(p)
     paths = run.write_run_folder(resolved, rp, sd_scripts, ["kohaku-prep", "train"], str(tmp_path))
