@@ -193,7 +193,9 @@ def parts_lines(parts: PartsPlan, p: Preset, seconds_per_step: float | None) -> 
     count = len(parts.parts)
     lines = [
         f"parts             {count} launch(es) of {span} optimizer steps (schedule.steps_per_part = "
-        f"{p.schedule.steps_per_part}), each a random part of the data resuming the last part's end state",
+        f"{p.schedule.steps_per_part}), "
+        + ("each a random part of the data resuming the last part's end state" if count > 1
+           else "the whole dataset"),
         f"  steps in all    {parts.steps:,}; one launch over the whole dataset: {parts.single_launch_steps:,} "
         f"({diff:+,}, {share:+.2f}%)",
         f"  start-up        per launch ~{STARTUP_CPU_SMOKE_SECONDS // 60} min measured on the CPU smoke; "
