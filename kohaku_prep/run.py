@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -97,8 +96,7 @@ def make_plan(p: Preset) -> RunPlan:
     args = lokr.NetworkArgs(n.dim, n.factor, n.conv_dim, n.train_norm, n.train_text_encoder)
     preset = lokr.read_lycoris_preset(preset_file(n.preset)) if n.preset else lokr.LYCORIS_DEFAULT_PRESET
     network = lokr.plan_network(preset, args)
-    counts = np.bincount(bucket_of, minlength=len(resos)) * ds.num_repeats
-    buckets = [(resos[i], int(c)) for i, c in enumerate(counts) if c]
+    buckets = plan.bucket_totals(resos, bucket_of, ds.num_repeats)
     return RunPlan(plan.step_plan(buckets, p), network, parts, manifest["image"].combine_chunks())
 
 
