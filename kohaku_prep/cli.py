@@ -132,8 +132,8 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
 
     OVERRIDES are key=value settings over the preset, e.g. selection.seed=7 or selection.pools.0.take=500.
     """
-    from kohaku_prep import build, dataset_files
-    from kohaku_prep.selection import Stage
+    from kohaku_prep.dataset import build
+    from kohaku_prep.dataset.selection import Stage, stage_lines
 
     resolved = _resolve(preset, config, overrides, **{
         "input.metadata": metadata, "input.images": images, "output.dir": out})
@@ -145,7 +145,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     build.check_output(Path(p.output.dir), force)
     plan = build.plan_dataset(p, _echo)
     summary = build.write_dataset(plan, resolved, force, _echo)
-    _echo("\n".join(dataset_files.stage_lines([Stage(**s) for s in summary["stages"]])))
+    _echo("\n".join(stage_lines([Stage(**s) for s in summary["stages"]])))
     _echo(f"dataset: {summary['images']['written']:,} images with captions in "
           f"{summary['images']['subset_folders']:,} folder(s) under {p.output.dir}")
     _echo(f"report: {Path(p.output.dir) / 'report.html'} (and report.md with its charts)")
@@ -156,7 +156,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
 def report(dataset_dir) -> None:
     """Draw a built dataset's report again (report.md, report-*.png, report.html) from its manifest.parquet
     and summary.json alone."""
-    from kohaku_prep import report as report_module
+    from kohaku_prep.dataset import report as report_module
 
     for name in report_module.redraw(Path(dataset_dir)):
         _echo(f"report: {Path(dataset_dir) / name}")
@@ -183,7 +183,7 @@ def convert(src, out, bad_lines) -> None:
 def _convert(src: Path, out: Path, skip_bad: bool) -> None:
     from tqdm import tqdm  # a progress bar on a terminal only
 
-    from kohaku_prep import convert as convert_module
+    from kohaku_prep.dataset import convert as convert_module
 
     if convert_module.kind_of(src) == "sqlite":
         with tqdm(desc="rows", unit=" rows", unit_scale=True, disable=not sys.stderr.isatty()) as bar:
@@ -213,7 +213,7 @@ def plan_command(preset, config, dataset_dir, seconds_per_step, overrides) -> No
     Needs the built dataset: --dataset DIR (or run.dataset=DIR). With run.dir set, also draw the bucket
     chart and the run's timeline there (plan-*.png).
     """
-    from kohaku_prep import run
+    from kohaku_prep.train import run
 
     resolved = _resolve(preset, config, overrides, **{"run.dataset": dataset_dir})
     rp = run.make_plan(resolved.preset)
@@ -247,8 +247,8 @@ def train(preset, config, dataset_dir, run_dir, model, check, dry_run, resume, f
     A stopped or crashed run continues at its first unfinished part when the same command runs again.
     Exits 1 when a preflight check fails (--check and --dry-run included), launching nothing.
     """
-    from kohaku_prep import chain, run
-    from kohaku_prep.resume import check_continuation
+    from kohaku_prep.train import chain, run
+    from kohaku_prep.train.resume import check_continuation
 
     resolved = _resolve(preset, config, overrides, **{"run.dataset": dataset_dir, "run.dir": run_dir,
                                                        "model.pretrained": model})
@@ -307,7 +307,7 @@ def train(preset, config, dataset_dir, run_dir, model, check, dry_run, resume, f
                                            "learning rate, seconds per step and images per second over all parts.")
 def status(run_dir, losses, plot) -> None:
     """Where a run stands: its part, cumulative step, elapsed time, speed, ETA and last losses."""
-    from kohaku_prep import status as status_module
+    from kohaku_prep.train import status as status_module
 
     click.echo("\n".join(status_module.status_lines(Path(run_dir), losses)))
     if plot:
@@ -325,7 +325,7 @@ def sample(folder, posts, seed) -> None:
 
     FOLDER is new, or a sample this command wrote before (replaced); files of anyone else are never touched.
     """
-    from kohaku_prep import sample as sample_module
+    from kohaku_prep.dataset import sample as sample_module
 
     counts = sample_module.generate(Path(folder), posts, seed)
     _echo(f"sample: {counts['posts']:,} posts, {counts['shards']} tar shards, "
@@ -338,7 +338,7 @@ def sample(folder, posts, seed) -> None:
               help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the one inside open-clip-torch).")
 def tokenizers(folder, bpe) -> None:
     """Build the offline CLIP tokenizer cache for model.tokenizer_cache_dir (sd-scripts --tokenizer_cache_dir)."""
-    from kohaku_prep import tokenizers as tokenizer_module
+    from kohaku_prep.train import tokenizers as tokenizer_module
 
     source = Path(bpe) if bpe else tokenizer_module.find_bpe()
     for target in tokenizer_module.write_cache(Path(folder), source):

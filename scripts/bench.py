@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kohaku_prep import build, captions, dataset_files, images, metadata, selection
+from kohaku_prep import dataset_format
+from kohaku_prep.dataset import build, captions, images, metadata, selection
 from kohaku_prep.preset import find_preset, resolve
 from kohaku_prep.versions import versions
 
@@ -296,7 +297,7 @@ def child_writes(t: dict) -> dict:
     def write_captions(fn, k):  # folders first, as build.copy_images makes them
         root = tmp / f"captions-{fn.__name__}-{k}"
         for folder in np.unique(ids // per).tolist():
-            (root / dataset_files.folder_of(folder * per, per)).mkdir(parents=True, exist_ok=True)
+            (root / dataset_format.subset_folder(folder)).mkdir(parents=True, exist_ok=True)
         fn(root)
 
     def extract(k):

@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import dataset_files, report
+from kohaku_prep import dataset_format
+from kohaku_prep.dataset import report
 
 
 def generate(folder: Path, summary: dict, n: int, seed: int = 5) -> None:
@@ -30,7 +31,7 @@ def generate(folder: Path, summary: dict, n: int, seed: int = 5) -> None:
     widths = np.maximum(np.sqrt(pixels * aspect), 1).astype(np.int32)
     heights = np.maximum(np.sqrt(pixels / aspect), 1).astype(np.int32)
     table = pa.table({"id": ids, "image": pa.array([""] * n), "width": widths, "height": heights,
-                      "caption": pa.array([""] * n, pa.large_string())}, schema=dataset_files.MANIFEST_SCHEMA)
+                      "caption": pa.array([""] * n, pa.large_string())}, schema=dataset_format.MANIFEST_SCHEMA)
     pq.write_table(table, folder / "manifest.parquet")
     summary = dict(summary, images={**summary["images"], "written": n})
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

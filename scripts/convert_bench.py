@@ -45,10 +45,10 @@ t = time.perf_counter()
 print(json.dumps({{"seconds": round(time.perf_counter() - t, 1),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}}))
 """
-CONVERT = ("from kohaku_prep import convert\n"
+CONVERT = ("from kohaku_prep.dataset import convert\n"
            "n, bad = convert.convert_json_lines(Path(sys.argv[1]), Path(sys.argv[2]), False, lambda n: None)")
 READ_TABLE = "import pyarrow.parquet as pq\nt0 = pq.read_table(sys.argv[1])"
-READ_POSTS = ("from kohaku_prep import metadata\n"
+READ_POSTS = ("from kohaku_prep.dataset import metadata\n"
               "posts = metadata.read_posts(metadata.locate(Path(sys.argv[1])), 'danbooru')")
 
 

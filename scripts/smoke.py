@@ -132,7 +132,7 @@ def part_figures(run_dir: Path) -> list[dict]:
 
 def logged_lrs(run_dir: Path) -> list[tuple[int, float]]:
     """(cumulative step, UNet learning rate) from every part's TensorBoard log, as `status` reads them."""
-    from kohaku_prep import run_logs
+    from kohaku_prep.train import run_logs
 
     table = json.loads((run_dir / "parts.json").read_text())
     logs = run_logs.read_run_logs([(run_dir / "parts" / f"{row['part']:03d}" / "logs", row["start_step"])

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers, reference_c
 
 from helpers import build_sample  # noqa: E402
 
-from kohaku_prep import sample  # noqa: E402
+from kohaku_prep.dataset import sample  # noqa: E402
 
 
 @pytest.fixture(scope="session")

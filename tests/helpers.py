@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kohaku_prep import build, captions, metadata
+from kohaku_prep.dataset import build, captions, metadata
 from kohaku_prep.preset import PRESET_DIR, resolve
 
 TESTS = Path(__file__).resolve().parent

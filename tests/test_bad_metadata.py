@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from helpers import flat_post, write_flat, write_normalized
 from PIL import Image
 
-from kohaku_prep import build, metadata, selection
-from kohaku_prep.bad_metadata import Skip
 from kohaku_prep.cli import main
+from kohaku_prep.dataset import build, metadata, selection
+from kohaku_prep.dataset.bad_metadata import Skip
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import PRESET_DIR, FiltersSection, Pool, SelectionSection, resolve
 

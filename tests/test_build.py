@@ -10,7 +10,8 @@ from helpers import GOLDEN, assert_same_tree, build_sample, resolve_sample
 from PIL import Image
 
 import kohaku_prep
-from kohaku_prep import build, dataset_files, images, metadata
+from kohaku_prep import dataset_format
+from kohaku_prep.dataset import build, images, metadata
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock
 
@@ -98,7 +99,7 @@ def test_interrupted_build_resumes_without_redoing_images(sample_root, sample_da
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dataset_files, "dataset_toml", interrupt)
+    monkeypatch.setattr(dataset_format, "dataset_toml", interrupt)
     with pytest.raises(KeyboardInterrupt):
         build_sample(sample_root, out)
     monkeypatch.undo()

@@ -1,5 +1,4 @@
 """Captions: the recipe's examples verbatim, and agreement with an independent per-post implementation."""
-import time
 
 import pyarrow as pa
 import pytest
@@ -9,8 +8,8 @@ from hypothesis import strategies as st
 from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, META_KEPT, nasty_posts
 from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
 
-from kohaku_prep import captions, metadata
-from kohaku_prep.bad_metadata import Skip
+from kohaku_prep.dataset import captions, metadata
+from kohaku_prep.dataset.bad_metadata import Skip
 from kohaku_prep.errors import PrepError
 
 RECIPE_EXAMPLES = [
@@ -197,29 +196,3 @@ def test_bad_tags_are_left_out(tmp_path_factory, shape, rows):
     for post in posts:
         if post["id"] in got:
             assert got[post["id"]] == reference_caption(post) and got[post["id"]].count("|||") == 1
-
-
-def test_read_ahead_keeps_order_and_raises_the_producers_error():
-    assert list(captions.read_ahead(iter(range(50)))) == list(range(50))
-
-    def failing():
-        yield 1
-        raise PrepError("bad batch")
-    got = captions.read_ahead(failing())
-    assert next(got) == 1
-    with pytest.raises(PrepError, match="bad batch"):
-        next(got)
-
-
-def test_read_ahead_stops_its_producer_when_left_early():
-    produced = []
-
-    def items():
-        for i in range(1000):
-            produced.append(i)
-            yield i
-    reader = captions.read_ahead(items())
-    assert next(reader) == 0
-    reader.close()
-    time.sleep(0.5)
-    assert len(produced) <= 3

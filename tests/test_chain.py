@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kohaku_prep import chain, preflight, resume
-from kohaku_prep import run as run_module
 from kohaku_prep.cli import main
 from kohaku_prep.errors import PrepError, Stopped
 from kohaku_prep.preset import find_preset, resolve
-from kohaku_prep.training import RunPaths
+from kohaku_prep.train import chain, preflight, resume
+from kohaku_prep.train import run as run_module
+from kohaku_prep.train.training import RunPaths
 
 NAME = "kohaku-xl-epsilon"
 SMALL = ["schedule.gradient_accumulation_steps=2", "launch.num_processes=1", "dataset.batch_size=4",

@@ -11,8 +11,8 @@ from helpers import run_captions, write_normalized
 from nasty_posts import nasty_posts
 from reference_caption import reference_caption
 
-from kohaku_prep import convert, metadata
 from kohaku_prep.cli import main
+from kohaku_prep.dataset import convert, metadata
 from kohaku_prep.errors import PrepError
 
 NOTHING = lambda n: None  # noqa: E731

@@ -15,8 +15,8 @@ from nasty_posts import nasty_posts
 from reference_caption import reference_caption
 from test_bad_metadata import write_images
 
-from kohaku_prep import metadata
 from kohaku_prep.cli import main
+from kohaku_prep.dataset import metadata
 from kohaku_prep.errors import PrepError
 
 TEXT = ["created_at", "rating", "file_ext", "md5", "file_url", *(f"tag_string_{c}" for c in

@@ -13,7 +13,7 @@ import pytest
 from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
 from PIL import Image
 
-from kohaku_prep import build, images
+from kohaku_prep.dataset import build, images
 from kohaku_prep.errors import PrepError
 
 

@@ -3,8 +3,8 @@ the network with lycoris-lora 4.1.3 itself on sd-scripts v0.10.1's SDXL modules.
 import pytest
 
 from kohaku_prep.errors import PrepError
-from kohaku_prep.lokr import NetworkArgs, factorization, lokr_tensors, plan_network, read_lycoris_preset
 from kohaku_prep.preset import LYCORIS_PRESET_DIR
+from kohaku_prep.train.lokr import NetworkArgs, factorization, lokr_tensors, plan_network, read_lycoris_preset
 
 DELTA = LYCORIS_PRESET_DIR / "delta_lokr.toml"
 EPSILON_ARGS = NetworkArgs(dim=10000, factor=8, conv_dim=10000, train_norm=True, train_text_encoder=True)

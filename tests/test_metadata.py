@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import flat_post, write_flat
 
-from kohaku_prep import metadata
+from kohaku_prep.dataset import metadata
 from kohaku_prep.errors import PrepError
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kohaku_prep import parts, plan
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.train import parts, plan
 
 
 def single_launch_steps(buckets, batch_size, repeats, processes, accumulation, epochs):

@@ -4,8 +4,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kohaku_prep import plan, run
+from kohaku_prep import bucketing
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.train import plan, run
 
 # (w, h) -> bucket, as sd-scripts v0.10.1's own BucketManager assigns them at 1024, 256..4096, steps 64
 SD_SCRIPTS_BUCKETS = [
@@ -22,24 +23,24 @@ def epsilon(*overrides):
 
 
 def test_bucket_resolutions():
-    resos = plan.bucket_resolutions(1024, 256, 4096, 64)
+    resos = bucketing.bucket_resolutions(1024, 256, 4096, 64)
     assert len(resos) == 97 and resos == sorted(resos)
     assert resos[0] == (256, 3328) and (1024, 1024) in resos and resos[-1] == (4096, 256)
     assert all(w * h <= 1024 * 1024 and w % 64 == 0 and h % 64 == 0 for w, h in resos)
 
 
 def test_bucket_assignment_matches_sd_scripts():
-    resos = plan.bucket_resolutions(1024, 256, 4096, 64)
+    resos = bucketing.bucket_resolutions(1024, 256, 4096, 64)
     w = np.array([s[0] for s, _ in SD_SCRIPTS_BUCKETS])
     h = np.array([s[1] for s, _ in SD_SCRIPTS_BUCKETS])
-    assert [resos[i] for i in plan.assign_buckets(w, h, resos)] == [b for _, b in SD_SCRIPTS_BUCKETS]
+    assert [resos[i] for i in bucketing.assign_buckets(w, h, resos)] == [b for _, b in SD_SCRIPTS_BUCKETS]
 
 
 def card_buckets(total=5_210_319, used=60):
     """A bucket histogram of the card's image count where (like real data) most buckets end part-filled."""
     counts = [4 * (total // (4 * used)) + 1] * (used - 1)
     counts.append(total - sum(counts))
-    resos = plan.bucket_resolutions(1024, 256, 4096, 64)
+    resos = bucketing.bucket_resolutions(1024, 256, 4096, 64)
     return [(resos[i], n) for i, n in enumerate(counts)]
 
 
@@ -85,7 +86,7 @@ def test_max_steps_ends_the_run_early():
 
 def test_histogram_lists_every_bucket_by_aspect_ratio():
     steps = plan.step_plan(card_buckets(), epsilon())
-    rows = plan.bucket_rows(steps.buckets, steps.batch_size)
+    rows = bucketing.bucket_rows(steps.buckets, steps.batch_size)
     assert [(w, h) for w, h, _, _ in rows] == sorted(((w, h) for (w, h), _ in steps.buckets), key=lambda r: r[0] / r[1])
     assert sum(r[3] for r in rows) == steps.batches and sum(r[2] for r in rows) == steps.images
     lines = plan.plan_lines(steps, None, 1, 1)

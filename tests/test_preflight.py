@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kohaku_prep import preflight
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.train import preflight
 
 
 def epsilon(*overrides):
@@ -130,7 +130,7 @@ def test_logging(monkeypatch, tmp_path):
 
 
 def test_the_wandb_key_never_reaches_the_command(sample_dataset, tmp_path, monkeypatch):
-    from kohaku_prep import run
+    from kohaku_prep.train import run
     monkeypatch.setenv("WANDB_API_KEY", "secret-key")
     resolved = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"', f'run.dir="{tmp_path}"',
                                                       "logging.log_with=wandb", "logging.wandb_run_name=eps"])

@@ -136,7 +136,7 @@ def test_unreadable_preset_files(tmp_path):
 
 
 def test_a_users_file_wins_over_a_shipped_one_of_the_same_name(tmp_path, monkeypatch):
-    from kohaku_prep import run
+    from kohaku_prep.train import run
 
     monkeypatch.chdir(tmp_path)
     assert find_preset("epsilon") == PRESET_DIR / "epsilon.toml"

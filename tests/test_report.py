@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from kohaku_prep import plan, report, run
+from kohaku_prep import bucketing
 from kohaku_prep.cli import main
+from kohaku_prep.dataset import report
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.train import run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CHART_FILES = {"report-selection.png", "report-buckets.png", "report-sizes.png", "report-captions.png",
@@ -52,7 +54,7 @@ def test_bucket_table_is_the_plans(sample_dataset):
     tables = tables_of(sample_dataset)
     preset = resolve(find_preset("epsilon"), None, [f'run.dataset="{sample_dataset}"']).preset
     steps = run.make_plan(preset).steps
-    assert tables["buckets"].rows == plan.bucket_rows(steps.buckets, steps.batch_size)
+    assert tables["buckets"].rows == bucketing.bucket_rows(steps.buckets, steps.batch_size)
     assert sum(tables["buckets"].column("batches")) == steps.batches
     assert sum(tables["buckets"].column("images")) == steps.images == 1451
     # and `plan` prints every one of them
@@ -241,7 +243,8 @@ def test_long_reasons_and_stage_names_fit():
 def test_matplotlib_is_imported_only_to_draw():
     import subprocess
     import sys
-    code = ("import sys; from kohaku_prep import build, cli, report, run, run_logs; "
+    code = ("import sys; from kohaku_prep import cli; from kohaku_prep.dataset import build, report; "
+            "from kohaku_prep.train import run, run_logs; "
             "print(sorted(m for m in ('matplotlib', 'tensorboard') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"

@@ -2,7 +2,7 @@ import pytest
 from helpers import make_state
 
 from kohaku_prep.errors import PrepError
-from kohaku_prep.resume import check_continuation, state_step
+from kohaku_prep.train.resume import check_continuation, state_step
 
 
 def test_a_state_counts_only_when_complete(tmp_path):

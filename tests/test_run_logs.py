@@ -7,7 +7,7 @@ import pytest
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from kohaku_prep import run_logs
+from kohaku_prep.train import run_logs
 
 ACCUMULATION = 4
 

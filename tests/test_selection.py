@@ -1,8 +1,8 @@
 import numpy as np
 import pyarrow as pa
 
+from kohaku_prep.dataset.selection import rank_keys, require_images, sample_pool, select
 from kohaku_prep.preset import FiltersSection, Pool, SelectionSection
-from kohaku_prep.selection import rank_keys, require_images, sample_pool, select
 
 
 def posts_table(ids, deleted=(), hidden=(), ext=None):

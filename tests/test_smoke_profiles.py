@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from kohaku_prep import run
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.train import run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "smoke.py"
 spec = importlib.util.spec_from_file_location("smoke", SCRIPT)

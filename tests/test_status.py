@@ -9,7 +9,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from test_chain import start
 
-from kohaku_prep import status
+from kohaku_prep.train import status
 
 
 def write_losses(log_dir, losses):

@@ -3,10 +3,10 @@ import json
 from click.testing import CliRunner
 from helpers import needs_clip_bpe
 
-from kohaku_prep import tokenizers
 from kohaku_prep.cli import main
-from kohaku_prep.preflight import check_tokenizers
 from kohaku_prep.preset import find_preset, resolve
+from kohaku_prep.train import tokenizers
+from kohaku_prep.train.preflight import check_tokenizers
 
 
 def test_byte_symbols_cover_every_byte_once():

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from helpers import GOLDEN
 
-from kohaku_prep import interface, run, training
+from kohaku_prep import interface
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import find_preset, resolve, shipped_presets
+from kohaku_prep.train import run, training
 
 RUN = training.RunPaths(Path("/runs/epsilon"))
 FIRST = training.PartLaunch(RUN.part(0), 1337, None, sample=True)

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import needs_clip_bpe
 
-from kohaku_prep import run as run_module
 from kohaku_prep.cli import main
+from kohaku_prep.train import run as run_module
 
 
 def run(*args):
@@ -151,7 +151,7 @@ def test_debug_prints_the_traceback_of_a_user_error_from_the_installed_command(t
 
 
 def test_ctrl_c_says_the_same_command_resumes(sample_root, tmp_path, monkeypatch):
-    from kohaku_prep import build
+    from kohaku_prep.dataset import build
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

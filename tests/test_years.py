@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_caption import parse_year
 
-from kohaku_prep.years import created_years, lenient_year
+from kohaku_prep.dataset.years import created_years, lenient_year
 
 ISSUE_CASES = {
     "2010/05/03 12:00:00": 2010, "20100503T120000": 2010, " 2008-01-01T00:00:00": 2008,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from kohaku_prep.lokr import LYCORIS_DEFAULT_PRESET, NetworkArgs, lora_name, plan_network, read_lycoris_preset
 from kohaku_prep.preset import shipped_lycoris_presets
+from kohaku_prep.train.lokr import LYCORIS_DEFAULT_PRESET, NetworkArgs, lora_name, plan_network, read_lycoris_preset
 
 ROOT = Path(__file__).resolve().parents[2]
 

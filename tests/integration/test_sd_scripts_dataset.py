@@ -51,14 +51,15 @@ def test_sd_scripts_keeps_the_head_and_shuffles_only_the_tail(sample_dataset, lo
 def test_plan_assigns_the_buckets_sd_scripts_assigns(sample_dataset, load_with_sd_scripts):
     import numpy as np
 
-    from kohaku_prep import plan
+    from kohaku_prep import bucketing
     from kohaku_prep.preset import find_preset, resolve
+    from kohaku_prep.train import plan
 
     (dataset,) = load_with_sd_scripts(sample_dataset / "dataset.toml")["datasets"]
     ds = resolve(find_preset("epsilon")).preset.dataset
-    resos = plan.bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso, ds.bucket_reso_steps)
+    resos = bucketing.bucket_resolutions(ds.resolution, ds.min_bucket_reso, ds.max_bucket_reso, ds.bucket_reso_steps)
     sizes = np.array([image["size"] for image in dataset["images"]])
-    ours = [list(resos[i]) for i in plan.assign_buckets(sizes[:, 0], sizes[:, 1], resos)]
+    ours = [list(resos[i]) for i in bucketing.assign_buckets(sizes[:, 0], sizes[:, 1], resos)]
     assert ours == [image["bucket"] for image in dataset["images"]]
     counts = np.unique(np.array(ours), axis=0, return_counts=True)[1]
     resolved = resolve(find_preset("epsilon")).preset

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from kohaku_prep import run, training
 from kohaku_prep.preset import find_preset, resolve, shipped_presets
+from kohaku_prep.train import run, training
 
 
 @pytest.mark.parametrize("preset", shipped_presets(), ids=lambda p: p.stem)

@@ -3,7 +3,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from kohaku_prep.lokr import MODULES_FILE
+from kohaku_prep.train.lokr import MODULES_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,11 +11,11 @@ import os
 import tomllib
 from pathlib import Path
 
-from kohaku_prep import run_logs
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.plan import STARTUP_GPU_ESTIMATE_SECONDS, duration
-from kohaku_prep.training import RunPaths
+from kohaku_prep.train import run_logs
+from kohaku_prep.train.plan import STARTUP_GPU_ESTIMATE_SECONDS, duration
+from kohaku_prep.train.training import RunPaths
 
 
 def _read_json(path: Path) -> dict | list | None:

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kohaku_prep import parts as parts_module
-from kohaku_prep import resume, run
 from kohaku_prep.errors import PrepError, Stopped
 from kohaku_prep.fsutil import new_temp_path, write_atomic
 from kohaku_prep.preset import Preset
-from kohaku_prep.training import RunPaths
+from kohaku_prep.train import parts as parts_module
+from kohaku_prep.train import resume, run
+from kohaku_prep.train.training import RunPaths
 
 Launcher = Callable[[list[str], Path], int]
 

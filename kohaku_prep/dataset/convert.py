@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from kohaku_prep import layouts
+from kohaku_prep.dataset import layouts
 from kohaku_prep.errors import PrepError
 
 # told how many more bytes (JSON) or rows (SQLite) were read; what it returns is ignored (tqdm's update says

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep.bad_metadata import Skip
+from kohaku_prep.dataset.bad_metadata import Skip
 from kohaku_prep.preset import FiltersSection, SelectionSection
 from kohaku_prep.seeded import rank_keys
 
@@ -108,3 +108,11 @@ def require_images(sel: Selection, present_ids: np.ndarray) -> Selection:
 def leave_out(sel: Selection, kept_ids: np.ndarray, skipped: Sequence[Skip]) -> Selection:
     """The selection less posts found bad after it (their tags), a stage for each kind of problem."""
     return Selection(kept_ids, [*sel.stages, *_skip_stages(len(sel.ids), skipped)])
+
+
+def stage_lines(stages: list[Stage]) -> list[str]:
+    width = max(len(s.name) for s in stages)
+    lines = [f"{'stage':<{width}}  {'kept':>11}  {'dropped':>11}  note"]
+    for s in stages:
+        lines.append(f"{s.name:<{width}}  {s.kept:>11,}  {s.dropped:>11,}  {s.note}".rstrip())
+    return lines

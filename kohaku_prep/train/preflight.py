@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kohaku_prep import SD_SCRIPTS_COMMIT, SD_SCRIPTS_TAG, trainer_values
-from kohaku_prep.captions import KEEP_SEPARATOR
+from kohaku_prep.dataset_format import KEEP_SEPARATOR
 from kohaku_prep.preset import Preset
 
 BNB_BROKEN = ((0, 36, 0), (0, 41, 0))  # 8-bit optimizer bugs, fixed in 0.41.1

@@ -21,20 +21,11 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kohaku_prep import (
-    __version__,
-    bad_metadata,
-    captions,
-    dataset_files,
-    images,
-    metadata,
-    progress,
-    report,
-    selection,
-    years,
-)
+from kohaku_prep import __version__, dataset_format, progress
+from kohaku_prep.dataset import bad_metadata, captions, images, metadata, report, selection, years
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
@@ -43,6 +34,11 @@ from kohaku_prep.versions import versions
 Log = Callable[[str], None]
 # the libraries whose versions a build records, beside kohaku-prep's and Python's
 VERSIONED = ("numpy", "pyarrow", "pillow", "matplotlib")
+
+
+def _value_counts(values: pa.Array) -> Counter:
+    """Counts of each value, nulls under None."""
+    return Counter({row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()})
 
 
 @dataclass
@@ -77,7 +73,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
 
     def require_posts(sel: selection.Selection) -> None:
         if len(sel.ids) == 0:
-            table = "\n".join(dataset_files.stage_lines(sel.stages))
+            table = "\n".join(selection.stage_lines(sel.stages))
             raise PrepError(f"the selection is empty; nothing to build:\n{table}")
 
     lenient = p.input.bad_metadata == "skip"  # bad posts: left out and counted in these lists, else an error
@@ -133,7 +129,7 @@ DESCRIPTION_FILES = ("manifest.parquet", "summary.json", "dataset.toml", "preset
 BUILD_FILES = (".lock", ".build-key")  # in a staging folder only
 _NUMBERED = re.compile(r"^\d+$")
 _POST_FILE = re.compile(r"^\d+\.[A-Za-z0-9]+$")  # <id>.<ext> and <id>.txt
-_REPORT_CHART = re.compile(r"^report-[a-z-]+\.png$")  # the report's charts (kohaku_prep.report)
+_REPORT_CHART = re.compile(r"^report-[a-z-]+\.png$")  # the report's charts (kohaku_prep.dataset.report)
 
 
 def _is_temp_of(name: str, names: tuple[str, ...]) -> bool:
@@ -148,7 +144,7 @@ def foreign_entry(folder: Path) -> Path | None:
             path = Path(entry.path)
             if entry.is_symlink():
                 return path
-            if entry.name == dataset_files.IMAGES_DIR and entry.is_dir():
+            if entry.name == dataset_format.IMAGES_DIR and entry.is_dir():
                 with os.scandir(path) as subsets:
                     for subset in subsets:
                         if subset.is_symlink() or not subset.is_dir() or not _NUMBERED.match(subset.name):
@@ -260,7 +256,7 @@ def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming
     index, ids = plan.index, plan.sel.ids
     index_rows = np.searchsorted(index.ids, ids[rows])
     dests = [f"{staging}/{path}" for path in
-             dataset_files.image_paths(ids[rows], index.ext[index_rows], index.extensions, per).to_pylist()]
+             dataset_format.image_paths(ids[rows], index.ext[index_rows], index.extensions, per).to_pylist()]
     work: list[tuple[int, int, str]] = list(zip(rows.tolist(), index_rows.tolist(), dests))  # row, index row, file
     if resuming:
         todo = []
@@ -311,7 +307,7 @@ def copy_images(plan: Plan, staging: Path, p: Preset, resuming: bool) -> Extract
     source = index.source[index_rows]
     order = np.lexsort((index.offset[index_rows], source))
     for folder in np.unique(ids // per).tolist():
-        (staging / dataset_files.folder_of(folder * per, per)).mkdir(parents=True, exist_ok=True)
+        (staging / dataset_format.subset_folder(folder)).mkdir(parents=True, exist_ok=True)
     out = Extracted(np.zeros(len(ids), np.int32), np.zeros(len(ids), np.int32), [""] * len(ids))
     jobs = [order[job] for job in _jobs(source[order])]
     _run_jobs("images", "image", lambda rows: _copy_images(plan, staging, per, rows, resuming, out), jobs,
@@ -329,13 +325,13 @@ def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Pr
                 memoryview(c.buffers()[2] or b"")) for c in chunks]
 
     def write_folder(positions: np.ndarray) -> None:
-        folder = staging / dataset_files.folder_of(int(ids[positions[0]]), per)
+        folder = staging / dataset_format.subset_folder(int(ids[positions[0]]) // per)
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for i, c in zip(positions.tolist(), (np.searchsorted(starts, positions, "right") - 1).tolist()):
                 offsets, body = buffers[c]
                 start, end = offsets[i - starts[c]], offsets[i - starts[c] + 1]
-                name = f"{ids[i]}{dataset_files.CAPTION_EXTENSION}"
+                name = f"{ids[i]}{dataset_format.CAPTION_EXTENSION}"
                 if resuming and _size_at(name, dir_fd) == end - start:
                     continue
                 try:
@@ -402,24 +398,24 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         index_rows = np.searchsorted(plan.index.ids, written)
         manifest = pa.table({
             "id": written,
-            "image": dataset_files.image_paths(written, plan.index.ext[index_rows], plan.index.extensions,
+            "image": dataset_format.image_paths(written, plan.index.ext[index_rows], plan.index.extensions,
                                                p.output.ids_per_folder),
             "width": extracted.width[rows],
             "height": extracted.height[rows],
             "caption": texts,
-        }, schema=dataset_files.MANIFEST_SCHEMA)
+        }, schema=dataset_format.MANIFEST_SCHEMA)
         rows = pa.array(rows)
         _write_manifest(manifest, staging / "manifest.parquet")
 
         final = out.resolve()  # as the trainer will find it
         header = f"sd-scripts --dataset_config, written by kohaku-prep {__version__}"
         per = p.output.ids_per_folder
-        image_dirs = [final / dataset_files.folder_of(f * per, per) for f in np.unique(written // per).tolist()]
-        write_atomic(staging / "dataset.toml", dataset_files.dataset_toml(p.dataset, image_dirs, header))
+        image_dirs = [final / dataset_format.subset_folder(f) for f in np.unique(written // per).tolist()]
+        write_atomic(staging / "dataset.toml", dataset_format.dataset_toml(p.dataset, image_dirs, header))
         caption_record = report.caption_record(
-            dataset_files.value_counts(plan.posts["rating"].take(rows)),
-            dataset_files.value_counts(plan.caps.quality.take(rows)),
-            dataset_files.value_counts(plan.caps.year.take(rows)),
+            _value_counts(plan.posts["rating"].take(rows)),
+            _value_counts(plan.caps.quality.take(rows)),
+            _value_counts(plan.caps.year.take(rows)),
             captions.top_tags(plan.caps.tag_counts, report.TOP_TAGS),
             captions.top_tags_by_category(plan.caps.tag_counts, report.TOP_TAGS_PER_CATEGORY))
         summary = _summary(resolved, plan, stages, failures, len(image_dirs), caption_record)

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kohaku_prep import column_types as ct
-from kohaku_prep import layouts
-from kohaku_prep.bad_metadata import (
+from kohaku_prep.dataset import column_types as ct
+from kohaku_prep.dataset import layouts
+from kohaku_prep.dataset.bad_metadata import (
     BAD_FAV_COUNT,
     DUPLICATE_ID,
     LENIENT_HINT,
@@ -39,8 +39,8 @@ from kohaku_prep.bad_metadata import (
     count_skip,
     invalid_utf8,
 )
+from kohaku_prep.dataset.years import created_years
 from kohaku_prep.errors import PrepError
-from kohaku_prep.years import created_years
 
 # Internal tag categories, in the order a caption's head lists them after the SPECIAL tags.
 GENERAL, CHARACTER, COPYRIGHT, ARTIST, META = range(5)

@@ -2,7 +2,7 @@
 manifest's ids and image sizes alone.
 
 Each chart is drawn from `Table`s, and report.md prints the same tables: what is seen and what is read
-are one set of numbers. Buckets come from plan.py's simulation of sd-scripts, as `plan` prints them.
+are one set of numbers. Buckets come from bucketing.py's simulation of sd-scripts, as `plan` prints them.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from kohaku_prep import charts, dataset_files, plan
-from kohaku_prep.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
+from kohaku_prep import bucketing, charts
 from kohaku_prep.charts import Chart, Table
+from kohaku_prep.dataset.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
+from kohaku_prep.dataset.metadata import CATEGORY_NAMES, RATING_NAMES
+from kohaku_prep.dataset.selection import Stage, stage_lines
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.metadata import CATEGORY_NAMES, RATING_NAMES
 from kohaku_prep.preset import DatasetSection
-from kohaku_prep.selection import Stage
 
 RATING_ORDER = [f"{name} ({tag})" for name, tag in zip(RATING_NAMES, RATING_TAGS)]
 QUALITY_ORDER = [*reversed(QUALITY_TAGS), "(none)"]
@@ -92,7 +92,7 @@ def report_tables(summary: dict, ids: np.ndarray, widths: np.ndarray, heights: n
     """Every table of the report, by name. `ids` sorted, `widths` and `heights` theirs, as in the manifest."""
     caps, ds = _require(summary, "captions"), DatasetSection(**_require(summary, "dataset"))
     _require(summary, "pools")
-    buckets = plan.bucket_counts(widths, heights, ds)
+    buckets = bucketing.bucket_counts(widths, heights, ds)
     archive = [s["dropped"] for s in summary["stages"] if s["name"] == "image not in the archive"]
     not_written = [("image not in the archive", sum(archive))] if sum(archive) else []
     not_written += sorted(summary["images"]["failed"].items())
@@ -103,7 +103,7 @@ def report_tables(summary: dict, ids: np.ndarray, widths: np.ndarray, heights: n
                         [(s["name"], s["kept"], s["dropped"], s["note"]) for s in summary["stages"]]),
         "pools": _pool_table(summary, ids),
         "buckets": Table("Buckets sd-scripts will use", ["width", "height", f"images{repeats}", "batches"],
-                         plan.bucket_rows(buckets, ds.batch_size),
+                         bucketing.bucket_rows(buckets, ds.batch_size),
                          f"{ds.resolution} px, {ds.min_bucket_reso}-{ds.max_bucket_reso}, steps of "
                          f"{ds.bucket_reso_steps}, batch size {ds.batch_size}", plain=("width", "height")),
         "aspect": _aspect_table(widths, heights),
@@ -240,7 +240,7 @@ def report_markdown(tables: dict[str, Table]) -> str:
     t = tables
     lines = ["# Dataset report", "", "Charts: report-*.png beside this file; all of it in one page: report.html.",
              "", "## Selection", "", "![Selection](report-selection.png)", "", "```",
-             *dataset_files.stage_lines([Stage(*row) for row in t["stages"].rows]), "```", "",
+             *stage_lines([Stage(*row) for row in t["stages"].rows]), "```", "",
              *_md_table(t["pools"])]
     if t["not_written"].rows:
         lines += ["## Images not written", "", "![Images not written](report-not-written.png)", "",

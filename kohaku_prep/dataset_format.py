@@ -1,33 +1,34 @@
-"""What a built dataset holds besides images and captions: layout, dataset TOML, manifest, stage table.
+"""The dataset format: what the dataset half writes and the training half reads.
 
-Pure builders: each returns text or a table; the build runner writes them.
+A built dataset is `images/NNNNN/<id>.<ext>` with `<id>.txt` beside each image, the dataset TOML for
+sd-scripts, and `manifest.parquet` (one row per image written). Pure: names, rules and builders only.
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep.captions import KEEP_SEPARATOR
 from kohaku_prep.preset import DatasetSection
-from kohaku_prep.selection import Stage
 from kohaku_prep.tomlout import dumps
 
 CAPTION_EXTENSION = ".txt"  # sd-scripts' default is ".caption": left implicit it would train uncaptioned
+KEEP_SEPARATOR = "|||"  # sd-scripts keeps the tags before it in place and shuffles and drops only those after
 IMAGES_DIR = "images"
+SUBSET_DIGITS = 5  # subset folders are the post id // ids_per_folder, zero-padded to this width
 
 
-def folder_of(post_id: int, ids_per_folder: int) -> str:
-    """Subset folder of a post: its id range, so a post's place never depends on what else is selected."""
-    return f"{IMAGES_DIR}/{post_id // ids_per_folder:05d}"
+def subset_folder(folder: int) -> str:
+    """The subset folder of index `folder` (= post id // ids_per_folder): a post's place never depends on
+    what else is selected."""
+    return f"{IMAGES_DIR}/{folder:0{SUBSET_DIGITS}d}"
 
 
 def image_paths(ids: np.ndarray, ext_codes: np.ndarray, extensions: list[str], ids_per_folder: int) -> pa.Array:
-    """`folder_of(id)/<id>.<ext>` of every id, column-wise (millions of them)."""
-    folders = pc.utf8_lpad(pa.array(ids // ids_per_folder).cast(pa.string()), 5, "0")
+    """`subset_folder(id // ids_per_folder)/<id>.<ext>` of every id, column-wise (millions of them)."""
+    folders = pc.utf8_lpad(pa.array(ids // ids_per_folder).cast(pa.string()), SUBSET_DIGITS, "0")
     ext = pa.array(extensions, pa.string()).take(pa.array(ext_codes))
     return pc.binary_join_element_wise(f"{IMAGES_DIR}/", folders, "/", pa.array(ids).cast(pa.string()), ".", ext,
                                        "")
@@ -61,16 +62,3 @@ MANIFEST_SCHEMA = pa.schema([
     ("id", pa.int64()), ("image", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
     ("caption", pa.large_string()),
 ])
-
-
-def stage_lines(stages: list[Stage]) -> list[str]:
-    width = max(len(s.name) for s in stages)
-    lines = [f"{'stage':<{width}}  {'kept':>11}  {'dropped':>11}  note"]
-    for s in stages:
-        lines.append(f"{s.name:<{width}}  {s.kept:>11,}  {s.dropped:>11,}  {s.note}".rstrip())
-    return lines
-
-
-def value_counts(values: pa.Array) -> Counter:
-    """Counts of each value, nulls under None."""
-    return Counter({row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()})

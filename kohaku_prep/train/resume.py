@@ -1,6 +1,6 @@
 """Continuing a run: which state is complete, and whether a run folder may be continued as it is.
 
-A run is a chain of launches, one per part (kohaku_prep.parts); a part's end state is what the next
+A run is a chain of launches, one per part (kohaku_prep.train.parts); a part's end state is what the next
 part resumes. One launch of sd-scripts v0.10.1 is never resumed in the middle: with gradient
 accumulation above 1 its `--skip_until_initial_step` counts skipped micro-batches as optimizer steps
 (its issue #2407), and without that flag it replays the epoch from its first batch. A crashed part is

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kohaku_prep.errors import PrepError
 
-MODULES_FILE = Path(__file__).resolve().parent / "data" / "sdxl_modules.json"
+MODULES_FILE = Path(__file__).resolve().parents[1] / "data" / "sdxl_modules.json"
 SUPPORTED_PRESET_KEYS = {"enable_conv", "unet_target_module", "unet_target_name", "text_encoder_target_module",
                          "text_encoder_target_name", "module_algo_map"}
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "float": 4}

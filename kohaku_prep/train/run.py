@@ -18,25 +18,16 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kohaku_prep import (
-    SD_SCRIPTS_COMMIT,
-    __version__,
-    dataset_files,
-    interface,
-    lokr,
-    plan,
-    preflight,
-    resume,
-    training,
-)
-from kohaku_prep import parts as parts_module
+from kohaku_prep import SD_SCRIPTS_COMMIT, __version__, bucketing, dataset_format, interface
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import OwnedFiles, write_atomic
 from kohaku_prep.preset import Preset, Resolved, find_file, to_dict
 from kohaku_prep.tomlout import dumps
+from kohaku_prep.train import lokr, plan, preflight, resume, training
+from kohaku_prep.train import parts as parts_module
 from kohaku_prep.versions import installed_version, versions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNKNOWN_COMMIT = "unknown (not a git checkout of its own)"
 SEED_MAX = 2**32 - 1  # the trainer seeds numpy, whose seeds end here
 VERSIONED = ("torch", "accelerate", "lycoris-lora", "bitsandbytes", "transformers", "diffusers", "numpy", "pyarrow")
@@ -77,7 +68,7 @@ def make_plan(p: Preset) -> RunPlan:
     except (OSError, ValueError) as exc:  # pyarrow's errors for a damaged file or a missing column
         raise PrepError(f"{manifest_path}: not a readable manifest ({str(exc).splitlines()[0]}); "
                         "build the dataset again") from None
-    resos, bucket_of = plan.bucket_index(manifest["width"].to_numpy(), manifest["height"].to_numpy(), p.dataset)
+    resos, bucket_of = bucketing.bucket_index(manifest["width"].to_numpy(), manifest["height"].to_numpy(), p.dataset)
     s, ds = p.schedule, p.dataset
     parts = parts_module.plan_parts(
         manifest["id"].to_numpy(), bucket_of, batch_size=ds.batch_size, repeats=ds.num_repeats,
@@ -96,7 +87,7 @@ def make_plan(p: Preset) -> RunPlan:
     args = lokr.NetworkArgs(n.dim, n.factor, n.conv_dim, n.train_norm, n.train_text_encoder)
     preset = lokr.read_lycoris_preset(preset_file(n.preset)) if n.preset else lokr.LYCORIS_DEFAULT_PRESET
     network = lokr.plan_network(preset, args)
-    buckets = plan.bucket_totals(resos, bucket_of, ds.num_repeats)
+    buckets = bucketing.bucket_totals(resos, bucket_of, ds.num_repeats)
     return RunPlan(plan.step_plan(buckets, p), network, parts, manifest["image"].combine_chunks())
 
 
@@ -133,7 +124,7 @@ def plan_charts(steps: plan.StepPlan, seconds_per_step: float | None = None, par
     `saves`, ETA), by file name."""
     from kohaku_prep import charts
 
-    rows = plan.bucket_rows(steps.buckets, steps.batch_size)
+    rows = bucketing.bucket_rows(steps.buckets, steps.batch_size)
     marks = plan.timeline(steps, seconds_per_step, part_ends, saves)
     end = marks[-1].seconds  # None without seconds per step
     eta = f"ETA {plan.duration(end)}" if end is not None else ""
@@ -244,8 +235,8 @@ def _write_links(part: parts_module.Part, images: pa.Array, dataset: Path, repea
             target = dataset / image
             stem = target.stem if repeats == 1 else f"{target.stem}-r{rep}"
             os.symlink(target, subset / f"{stem}{target.suffix}")
-            os.symlink(target.with_suffix(dataset_files.CAPTION_EXTENSION),
-                       subset / f"{stem}{dataset_files.CAPTION_EXTENSION}")
+            os.symlink(target.with_suffix(dataset_format.CAPTION_EXTENSION),
+                       subset / f"{stem}{dataset_format.CAPTION_EXTENSION}")
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)
@@ -270,7 +261,7 @@ def write_part_folder(p: Preset, rp: RunPlan, paths: training.RunPaths, index: i
     subsets = _write_links(part, rp.images, Path(p.run.dataset).resolve(), p.dataset.num_repeats, part_paths.images)
     header = (f"sd-scripts --dataset_config, part {index + 1} of {len(rp.parts.parts)}, written by kohaku-prep "
               f"{__version__} from {preset_name}")
-    dataset_toml = dataset_files.dataset_toml(dataclasses.replace(p.dataset, num_repeats=1), subsets, header)
+    dataset_toml = dataset_format.dataset_toml(dataclasses.replace(p.dataset, num_repeats=1), subsets, header)
     problems = interface.check_training_config(config) + interface.check_dataset_config(tomllib.loads(dataset_toml))
     if problems:
         raise PrepError("the trainer would not take this run:\n  " + "\n  ".join(problems))

@@ -7,20 +7,19 @@ Per-tag work (formatting, blacklists) runs once per distinct tag name, not once 
 """
 from __future__ import annotations
 
-import queue
 import re
-import threading
 from dataclasses import dataclass
-from typing import Generator, Iterable, TypeVar
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep import bad_metadata, metadata, years
-from kohaku_prep.metadata import ARTIST, GENERAL, META, TagRows
+from kohaku_prep.dataset import bad_metadata, metadata, years
+from kohaku_prep.dataset.metadata import ARTIST, GENERAL, META, TagRows
+from kohaku_prep.dataset_format import KEEP_SEPARATOR
+from kohaku_prep.read_ahead import read_ahead
 
-KEEP_SEPARATOR = "|||"
 SPECIAL_TAGS = (
     "1girl", "2girls", "3girls", "4girls", "5girls", "6+girls", "multiple_girls",
     "1boy", "2boys", "3boys", "4boys", "5boys", "6+boys", "multiple_boys", "male_focus",
@@ -154,49 +153,6 @@ def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fa
                            "category": pa.array(used % len(metadata.CATEGORY_NAMES), pa.int8()),
                            "count": counts[used]})
     return Captions(pa.chunked_array([text]), pa.chunked_array([year]), pa.chunked_array([quality]), tag_counts, ids)
-
-
-T = TypeVar("T")
-_END = object()
-
-
-def read_ahead(items: Iterable[T]) -> Generator[T, None, None]:
-    """`items`, produced one ahead on a second thread: reading the next chunk of tags (Parquet decoding,
-    string splitting) overlaps building this one's captions, and both release the GIL. Closing the
-    generator early stops the producer."""
-    slot: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()  # the consumer left early: the producer must not block on a full slot
-
-    def offer(entry: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                slot.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer((item, None)):
-                    return
-            offer((_END, None))
-        except BaseException as exc:  # re-raised in the consumer
-            offer((_END, exc))
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = slot.get()
-            if error is not None:
-                raise error
-            if item is _END:
-                return
-            yield item
-    finally:
-        stop.set()
 
 
 def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray, created_at: pa.ChunkedArray,
