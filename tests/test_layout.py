@@ -109,19 +109,22 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
+def _loaded_after_importing(modules: list[str]) -> list[str]:
+    """The kohaku_prep and torch modules a fresh interpreter holds after importing `modules`."""
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print('\\n'.join(m for m in sys.modules if m.startswith(('kohaku_prep.', 'torch'))))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_importing_the_training_half_loads_no_pipeline_module():
     train = sorted(m for m in import_graph() if _in(TRAIN, m))
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in train)
-            + "print('\\n'.join(m for m in sys.modules if m.startswith('kohaku_prep.')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    loaded = _loaded_after_importing(train)
     assert set(train) <= set(loaded)
     assert [m for m in loaded if _in(DATASET, m)] == []
 
 
 def test_importing_the_dataset_half_loads_no_training_module_and_no_torch():
     dataset = sorted(m for m in import_graph() if _in(DATASET, m))
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in dataset)
-            + "print('\\n'.join(m for m in sys.modules if m.startswith(('kohaku_prep.', 'torch'))))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    loaded = _loaded_after_importing(dataset)
     assert set(dataset) <= set(loaded)
     assert [m for m in loaded if _in(TRAIN, m) or m.split(".")[0] == "torch"] == []
