@@ -14,7 +14,7 @@ from PIL import Image
 
 from kohaku_prep.cli import main
 from kohaku_prep.dataset import build, metadata, selection
-from kohaku_prep.dataset.bad_metadata import Skip
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import PRESET_DIR, FiltersSection, Pool, SelectionSection, resolve
 
@@ -79,9 +79,9 @@ def captions_of(tmp_path, name="out"):
 
 
 def read_lenient(path, dated=False):
-    skipped: list[Skip] = []
-    table = metadata.read_posts(metadata.locate(path), "danbooru", skipped, dated=dated)
-    return table, {s.problem: (s.count, s.first) for s in skipped}
+    lenient = BadRows("skip")
+    table = metadata.read_posts(metadata.locate(path), "danbooru", lenient, dated=dated)
+    return table, {s.problem: (s.count, s.first) for s in lenient.left_out}
 
 
 # ---------------------------------------------------------------- the preset key
@@ -93,6 +93,21 @@ def test_bad_metadata_is_validated_like_every_key():
         resolve(PRESET_DIR / "epsilon.toml", None, ["input.bad_metadata=drop"])
     with pytest.raises(PrepError, match=r"unknown key 'input.bad_metdata'; did you mean 'input.bad_metadata'"):
         resolve(None, None, ["input.bad_metdata=skip"])
+
+
+def test_bad_rows_fail_at_the_first_or_record_each_kind_in_problem_order():
+    strict = BadRows("fail")
+    with pytest.raises(PrepError, match=rf"^posts.parquet: column 'id' has 2 null value\(s\); {re.escape(HINT)}$"):
+        strict.found("bad metadata: id null", 2, "first: ...", "posts.parquet: column 'id' has 2 null value(s)")
+    assert strict.left_out == ()
+    lenient = BadRows("skip")
+    lenient.found("bad tag: holds ','", 1, "first: a", "error a")
+    lenient.found("bad metadata: id null", 2, "first: b", "error b")
+    lenient.found("bad tag: holds ','", 3, "first: c", "error c")  # another chunk: counted, its first kept
+    assert [(s.problem, s.count, s.first) for s in lenient.left_out] == [
+        ("bad metadata: id null", 2, "first: b"), ("bad tag: holds ','", 4, "first: a")]
+    with pytest.raises(ValueError):
+        BadRows("drop")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- structural problems: errors in both modes
@@ -125,14 +140,13 @@ def test_a_damaged_tag_column_is_a_one_line_error(copy_sample, tmp_path, mode):
 @pytest.mark.parametrize("mode", ["fail", "skip"])
 def test_missing_and_mistyped_columns_are_errors_in_both_modes(tmp_path, mode):
     path = write_flat(posts(), tmp_path / "m")
-    skipped: list[Skip] | None = [] if mode == "skip" else None
     pq.write_table(pq.read_table(path).drop_columns(["rating"]), path)
     with pytest.raises(PrepError, match=r"posts.parquet: missing column 'rating' \(string or integer\)"):
-        metadata.read_posts(metadata.locate(path), "danbooru", skipped)
+        metadata.read_posts(metadata.locate(path), "danbooru", BadRows(mode))
     path = write_flat(posts(), tmp_path / "t")
     replace_column(path, "fav_count", pa.array(["1"] * 6))
     with pytest.raises(PrepError, match="column 'fav_count' has type string, expected integer"):
-        metadata.read_posts(metadata.locate(path), "danbooru", skipped)
+        metadata.read_posts(metadata.locate(path), "danbooru", BadRows(mode))
 
 
 def test_an_empty_selection_is_an_error_when_every_post_is_bad(tmp_path):
@@ -199,7 +213,7 @@ def test_normalized_integer_ratings_out_of_range(tmp_path):
     folder = write_normalized(posts(), tmp_path / "n")
     replace_column(folder / "post.parquet", "rating", pa.array([0, 1, 7, 3, None, 1], pa.int64()))
     with pytest.raises(PrepError, match=r"post.parquet: column 'rating' has 2 unknown value\(s\), first 7 in post 3"):
-        metadata.read_posts(metadata.locate(folder), "danbooru")
+        metadata.read_posts(metadata.locate(folder), "danbooru", BadRows("fail"))
     table, found = read_lenient(folder)
     assert found == {"bad metadata: unknown rating": (2, "first: post.parquet, post 3, rating 7")}
     assert table["id"].to_pylist() == [1, 2, 4, 6]
@@ -214,7 +228,7 @@ def test_text_that_is_not_utf8(tmp_path, column):
     shown = re.escape(repr(values[2]))
     with pytest.raises(PrepError, match=rf"column '{column}' has 1 value\(s\) that are not UTF-8, first {shown} "
                                         "in post 3;"):
-        metadata.read_posts(metadata.locate(path), "danbooru")
+        metadata.read_posts(metadata.locate(path), "danbooru", BadRows("fail"))
     table, found = read_lenient(path)
     assert found == {"bad metadata: not UTF-8": (1, f"first: posts.parquet, post 3, {column} {values[2]!r}")}
     assert table["id"].to_pylist() == [1, 2, 4, 5, 6]
@@ -243,9 +257,9 @@ def test_duplicate_ids_across_files(tmp_path):
 def test_lenient_drops_come_before_sampling_so_quotas_are_met(tmp_path):
     path = write_flat([flat_post(i, "2020-01-01", "x" if i % 3 == 0 else "g", 1) for i in range(1, 101)],
                       tmp_path / "m")
-    skipped: list[Skip] = []
-    table = metadata.read_posts(metadata.locate(path), "danbooru", skipped)
-    sel = selection.select(table, SelectionSection(seed=3, pools=[Pool(0, None, 60)]), FiltersSection(), skipped)
+    lenient = BadRows("skip")
+    table = metadata.read_posts(metadata.locate(path), "danbooru", lenient)
+    sel = selection.select(table, SelectionSection(seed=3, pools=[Pool(0, None, 60)]), FiltersSection(), lenient)
     assert len(sel.ids) == 60 and not np.isin(sel.ids, np.arange(3, 101, 3)).any()
     assert [(s.name, s.kept, s.dropped) for s in sel.stages[:3]] == [
         ("metadata", 100, 0), ("bad metadata: unknown rating", 67, 33), ("pool [0, ∞)", 60, 7)]

@@ -76,14 +76,15 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
             table = "\n".join(selection.stage_lines(sel.stages))
             raise PrepError(f"the selection is empty; nothing to build:\n{table}")
 
-    lenient = p.input.bad_metadata == "skip"  # bad posts: left out and counted in these lists, else an error
-    bad_rows: list[bad_metadata.Skip] | None = [] if lenient else None
+    # bad posts (an error or left out, as input.bad_metadata says): those of the post table are stages before
+    # the pools, those of the selected posts' tags stages after the selection
+    bad_posts, bad_tags = bad_metadata.BadRows(p.input.bad_metadata), bad_metadata.BadRows(p.input.bad_metadata)
     # a created_at without a year is bad metadata unless HakuBooru's quirks define its caption ("early")
     started = time.monotonic()
     log(f"reading the posts of {len(meta.files)} file(s)...")
-    posts = metadata.read_posts(meta, p.input.rating_scheme, bad_rows, dated=not p.caption.year_quirks)
+    posts = metadata.read_posts(meta, p.input.rating_scheme, bad_posts, dated=not p.caption.year_quirks)
     log(f"posts: {posts.num_rows:,} read in {time.monotonic() - started:.1f} s; selecting...")
-    sel = selection.select(posts, p.selection, p.filters, bad_rows or ())
+    sel = selection.select(posts, p.selection, p.filters, bad_posts)
     log(f"selection: {len(sel.ids):,} posts; indexing the images...")
     with progress.bar("image sources", None, "source") as shown:
         index = images.index_images(Path(p.input.images), shown.update)
@@ -94,14 +95,13 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     sel = selection.require_images(sel, index.ids)
     require_posts(sel)
     chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), sel.ids)))
-    bad_tags: list[bad_metadata.Skip] | None = [] if lenient else None  # known once the selected posts' tags are read
     with progress.bar("tags and captions", len(sel.ids)) as shown:
         caps = captions.caption_posts(_counted(metadata.iter_tags(meta, sel.ids), shown), sel.ids,
                                       chosen["created_at"], chosen["rating"].to_numpy(),
                                       chosen["fav_count"].to_numpy(), _quality_rule(p, posts), bad_tags)
     if len(caps.ids) < len(sel.ids):
         chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
-        sel = selection.leave_out(sel, caps.ids, bad_tags or [])  # fewer captions only when lenient
+        sel = selection.leave_out(sel, caps.ids, bad_tags)
         require_posts(sel)
     undated = int((years.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
     if undated:
