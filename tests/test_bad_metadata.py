@@ -2,6 +2,7 @@
 or is left out and counted as a stage of the report (input.bad_metadata = "skip", the Epsilon preset's)."""
 import json
 import re
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -69,8 +70,8 @@ def build_dataset(tmp_path, metadata_path, mode, extra=(), name="out", images=No
 
 
 def stage(summary, name):
-    (found,) = [s for s in summary["stages"] if s["name"] == name]
-    return found
+    (found,) = [s for s in summary.stages if s.name == name]
+    return asdict(found)
 
 
 def captions_of(tmp_path, name="out"):
@@ -195,8 +196,8 @@ def test_bad_post_lenient_is_left_out_before_sampling_and_counted(tmp_path, prob
     summary = build_dataset(tmp_path, write_flat(posts(**changes), tmp_path / "m"), "skip")
     assert stage(summary, "metadata") == {"name": "metadata", "kept": 6, "dropped": 0, "note": ""}
     assert stage(summary, name) == {"name": name, "kept": 5, "dropped": 1, "note": note}
-    assert [s["name"] for s in summary["stages"]][:2] == ["metadata", name]  # before the pools
-    assert summary["bad_metadata"] == {"mode": "skip", "left_out": {name: 1}}
+    assert [s.name for s in summary.stages][:2] == ["metadata", name]  # before the pools
+    assert asdict(summary.bad_metadata) == {"mode": "skip", "left_out": {name: 1}}
     assert sorted(captions_of(tmp_path)) == [1, 2, 4, 5, 6]
     report = (tmp_path / "out" / "report.md").read_text()
     assert re.search(rf"{re.escape(name)} +5 +1  {re.escape(note)}", report)
@@ -291,7 +292,7 @@ def test_created_at_without_a_year_with_quirks_is_hakubooru_early_and_reported(t
     assert stage(summary, "created_at without a year") == {
         "name": "created_at without a year", "kept": 6, "dropped": 0,
         "note": "1 kept with year tag 'early' (caption.year_quirks, HakuBooru's rule)"}
-    assert summary["bad_metadata"]["left_out"] == {}
+    assert summary.bad_metadata.left_out == {}
 
 
 # ---------------------------------------------------------------- bad tags: found after selection, both shapes
@@ -331,7 +332,7 @@ def test_bad_tag_lenient_leaves_the_post_out_and_counts_it(tmp_path, shape, prob
     source = "posts.parquet" if shape == "flat" else "tag.parquet"
     assert stage(summary, name) == {"name": name, "kept": 5, "dropped": 1,
                                     "note": f"first: {source}, post 3, copyright tag {shown}"}
-    names = [s["name"] for s in summary["stages"]]
+    names = [s.name for s in summary.stages]
     assert names.index(name) == names.index("image not in the archive") + 1  # after the selection
     assert sorted(captions_of(tmp_path)) == [1, 2, 4, 5, 6]
     assert all(text.count("|||") == 1 and "\t" not in text for text in captions_of(tmp_path).values())
@@ -345,9 +346,9 @@ def test_bad_tags_leave_out_the_same_posts_from_both_shapes(tmp_path):
     assert pq.read_table(tmp_path / "a" / "manifest.parquet").equals(pq.read_table(tmp_path / "b" / "manifest.parquet"))
     assert sorted(captions_of(tmp_path, "a")) == [1, 5, 6]
     for summary in (a, b):  # post 7 has two problems: counted once, under the first in TAG_PROBLEMS' order
-        assert summary["bad_metadata"]["left_out"] == {
+        assert summary.bad_metadata.left_out == {
             "bad tag: control character": 2, "bad tag: holds ','": 1, "bad tag: holds '|||'": 1}
-    assert [s["kept"] for s in a["stages"]] == [s["kept"] for s in b["stages"]]
+    assert [s.kept for s in a.stages] == [s.kept for s in b.stages]
 
 
 @pytest.mark.parametrize("shape", ["flat", "normalized"])
@@ -395,7 +396,7 @@ def test_unused_bad_tag_names_are_no_problem(tmp_path):
                       "type": pa.array([0, 0, 0], pa.int64())})
     pq.write_table(pa.concat_tables([table, extra]), folder / "tag.parquet")
     summary = build_dataset(tmp_path, folder, "fail")
-    assert summary["bad_metadata"] == {"mode": "fail", "left_out": {}} and len(captions_of(tmp_path)) == 6
+    assert asdict(summary.bad_metadata) == {"mode": "fail", "left_out": {}} and len(captions_of(tmp_path)) == 6
 
 
 @pytest.mark.parametrize("shape", ["flat", "normalized"])
@@ -408,7 +409,7 @@ def test_null_and_empty_tag_strings_and_doubled_spaces_are_no_problem(tmp_path, 
     summary = build_dataset(tmp_path, path, "fail")
     got = captions_of(tmp_path)
     assert got[1] == "1girl, |||smile, newest, sensitive, normal quality"
-    assert got[2] == "1girl, |||smile, recent, nsfw, low quality" and summary["bad_metadata"]["left_out"] == {}
+    assert got[2] == "1girl, |||smile, recent, nsfw, low quality" and summary.bad_metadata.left_out == {}
 
 
 # ---------------------------------------------------------------- the command line, end to end

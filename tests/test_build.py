@@ -79,7 +79,7 @@ def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset,
     monkeypatch.undo()
     monkeypatch.setattr(build, "MANIFEST_ROW_GROUP", 500)
     flat = build_sample(sample_root, tmp_path / "flat")
-    assert normalized["captions"] == flat["captions"]  # tag categories from the tag table and from the columns
+    assert normalized.captions == flat.captions  # tag categories from the tag table and from the columns
     assert (out / "manifest.parquet").read_bytes() == (tmp_path / "flat" / "manifest.parquet").read_bytes()
     assert pq.read_table(out / "manifest.parquet").equals(pq.read_table(sample_dataset / "manifest.parquet"))
     assert_same_tree(out / "images", sample_dataset / "images")
@@ -241,8 +241,8 @@ def test_unreadable_shard_is_reported_not_fatal(copy_sample, tmp_path):
     shard = sorted((copy_sample / "images" / "recent").glob("*.tar"))[0]
     shard.write_bytes(b"\x00garbage" * 10)
     summary = build_sample(copy_sample, tmp_path / "out")
-    assert len(summary["images"]["unreadable_shards"]) <= 1
-    assert summary["images"]["written"] < 1451
+    assert len(summary.images.unreadable_shards) <= 1
+    assert summary.images.written < 1451
 
 
 def test_staging_leaves_no_temporary_files(sample_dataset):

@@ -26,6 +26,15 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import __version__, dataset_format, progress
 from kohaku_prep.dataset import bad_metadata, captions, images, metadata, report, selection, years
+from kohaku_prep.dataset.summary import (
+    BadMetadataRecord,
+    BuildSummary,
+    CaptionRecord,
+    ImagesRecord,
+    InputFile,
+    PoolRecord,
+    PresetRecord,
+)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
@@ -47,7 +56,7 @@ class Plan:
     posts: pa.Table  # the selected posts' rows, in id order
     caps: captions.Captions
     index: images.ImageIndex
-    inputs: list[dict]
+    inputs: list[InputFile]
 
 
 def _quality_rule(p: Preset, posts: pa.Table) -> captions.CaptionRule:
@@ -107,7 +116,7 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     if undated:
         sel.stages.append(selection.Stage("created_at without a year", len(sel.ids), 0, f"{undated:,} kept with "
                                           "year tag 'early' (caption.year_quirks, HakuBooru's rule)"))
-    inputs = [{"path": str(f), "bytes": f.stat().st_size, "fingerprint": fingerprint(f)} for f in meta.files]
+    inputs = [InputFile(str(f), f.stat().st_size, fingerprint(f)) for f in meta.files]
     return Plan(sel, chosen, caps, index, inputs)
 
 
@@ -121,7 +130,7 @@ def _counted(chunks, shown):
 def _build_key(resolved: Resolved, plan: Plan) -> str:
     recipe = to_dict(resolved.preset)
     recipe["output"].pop("workers")  # does not change what is built
-    text = json.dumps({"preset": recipe, "inputs": plan.inputs}, sort_keys=True)
+    text = json.dumps({"preset": recipe, "inputs": [asdict(f) for f in plan.inputs]}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -375,7 +384,7 @@ def _write_errors_stop_resumably(staging: Path):
                         "same command again to resume") from None
 
 
-def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
+def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> BuildSummary:
     p = resolved.preset
     out = output_path(p.output.dir)
     check_output(out, force)
@@ -412,14 +421,14 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         per = p.output.ids_per_folder
         image_dirs = [final / dataset_format.subset_folder(f) for f in np.unique(written // per).tolist()]
         write_atomic(staging / "dataset.toml", dataset_format.dataset_toml(p.dataset, image_dirs, header))
-        caption_record = report.caption_record(
+        caption_record = CaptionRecord.from_counts(
             _value_counts(plan.posts["rating"].take(rows)),
             _value_counts(plan.caps.quality.take(rows)),
             _value_counts(plan.caps.year.take(rows)),
             captions.top_tags(plan.caps.tag_counts, report.TOP_TAGS),
             captions.top_tags_by_category(plan.caps.tag_counts, report.TOP_TAGS_PER_CATEGORY))
         summary = _summary(resolved, plan, stages, failures, len(image_dirs), caption_record)
-        write_atomic(staging / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_atomic(staging / "summary.json", summary.to_json())
         write_atomic(staging / "preset.toml", resolved.to_toml())
         report.write_report(staging, summary, written, manifest["width"].to_numpy(), manifest["height"].to_numpy())
     os.sync()  # every file on disk before the folder is published under its final name
@@ -437,24 +446,20 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     return summary
 
 
-def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_folders: int,
-             caption_record: dict) -> dict:
+def _summary(resolved: Resolved, plan: Plan, stages: list[selection.Stage], failures: Counter, n_folders: int,
+             caption_record: CaptionRecord) -> BuildSummary:
     p = resolved.preset
-    pools = [{"stage": selection.pool_name(pool.start, pool.end), "start": pool.start, "end": pool.end}
-             for pool in sorted(p.selection.pools, key=lambda pool: pool.start)]
-    return {
-        "preset": {"layers": resolved.layers, "overrides": resolved.overrides},
-        "seed": resolved.preset.selection.seed,
-        "stages": [asdict(s) for s in stages],
-        "bad_metadata": {"mode": resolved.preset.input.bad_metadata,
-                         "left_out": {s.name: s.dropped for s in stages if s.name in bad_metadata.PROBLEM_ORDER}},
-        "images": {"written": stages[-1].kept, "failed": dict(failures), "subset_folders": n_folders,
-                   "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
-        "inputs": plan.inputs,
-        "versions": versions(VERSIONED),
-        # what the report draws from, beside the manifest: the caption tags' counts over the images
-        # written, the pools' id ranges, and the bucket settings that plan.py simulates sd-scripts with
-        "captions": caption_record,
-        "pools": pools,
-        "dataset": asdict(p.dataset),
-    }
+    return BuildSummary(
+        preset=PresetRecord(resolved.layers, resolved.overrides),
+        seed=p.selection.seed,
+        stages=stages,
+        bad_metadata=BadMetadataRecord.of(p.input.bad_metadata, stages),
+        images=ImagesRecord(stages[-1].kept, dict(failures), n_folders, plan.index.duplicates,
+                            plan.index.unreadable),
+        inputs=plan.inputs,
+        versions=versions(VERSIONED),
+        captions=caption_record,
+        pools=[PoolRecord(selection.pool_name(pool.start, pool.end), pool.start, pool.end)
+               for pool in sorted(p.selection.pools, key=lambda pool: pool.start)],
+        dataset=p.dataset,
+    )
