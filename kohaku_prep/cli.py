@@ -142,9 +142,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
                                         ("--out", p.output.dir)) if not value]
     if missing:
         raise PrepError(f"set {', '.join(missing)} (see kohaku-prep dataset --help)")
-    build.check_output(Path(p.output.dir), force)
-    plan = build.plan_dataset(p, _echo)
-    summary = build.write_dataset(plan, resolved, force, _echo)
+    summary = build.build_dataset(resolved, force, _echo)
     _echo("\n".join(stage_lines(summary.stages)))
     _echo(f"dataset: {summary.images.written:,} images with captions in {summary.images.subset_folders:,} "
           f"folder(s) under {p.output.dir}")

@@ -267,8 +267,9 @@ def child_pipeline(t: dict) -> dict:
         build.copy_images = lambda *_: build.Extracted(  # no image or caption files: the dataset files alone
             np.full(n, 1024, np.int32), np.full(n, 1024, np.int32), [""] * n)
         build.write_captions = lambda *_: None
+        checked = build.check_output(Path(p.output.dir), True)
         _, rec["manifest + dataset TOML"] = _measure(build.write_dataset, build.Plan(sel, chosen, caps, index, []),
-                                                     r, True, lambda _: None)
+                                                     r, checked, lambda _: None)
         rec["manifest + dataset TOML"]["items"] = n
         shutil.rmtree(p.output.dir)
     return rec

@@ -32,8 +32,7 @@ def resolve_sample(sample_root: Path, out: Path, shape: str = "flat", extra: Seq
 
 def build_sample(sample_root: Path, out: Path, shape: str = "flat", extra: Sequence[str] = (), force=False):
     resolved = resolve_sample(sample_root, out, shape, extra)
-    plan = build.plan_dataset(resolved.preset, lambda line: None)
-    return build.write_dataset(plan, resolved, force, lambda line: None)
+    return build.build_dataset(resolved, force, lambda line: None)
 
 
 def flat_post(id, created_at, rating, fav, general="", character="", copyright="", artist="", meta=""):

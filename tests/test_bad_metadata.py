@@ -65,8 +65,7 @@ def build_dataset(tmp_path, metadata_path, mode, extra=(), name="out", images=No
     resolved = resolve(PRESET_DIR / "epsilon.toml", None, [
         f'input.metadata="{metadata_path}"', f'input.images="{images}"', f'output.dir="{tmp_path / name}"',
         f'input.bad_metadata="{mode}"', *extra])
-    plan = build.plan_dataset(resolved.preset, QUIET)
-    return build.write_dataset(plan, resolved, False, QUIET)
+    return build.build_dataset(resolved, False, QUIET)
 
 
 def stage(summary, name):

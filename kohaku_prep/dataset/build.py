@@ -1,6 +1,7 @@
 """The dataset build: metadata -> selection -> captions -> images -> dataset files.
 
-`plan_dataset` only reads; `write_dataset` writes everything into `<out>.partial/` and renames it to
+`build_dataset` is the whole of it: `check_output` looks at the output folder once, before anything is
+read; `plan_dataset` only reads; `write_dataset` writes everything into `<out>.partial/` and renames it to
 `<out>` when complete, so a dataset folder is never half-built. An interrupted build resumes from
 `<out>.partial/` (same preset and inputs), keeping the images it already wrote.
 """
@@ -182,14 +183,38 @@ def not_ours(folder: Path, required: tuple[str, ...]) -> str | None:
     return None
 
 
-def _refuse_foreign(folder: Path, required: tuple[str, ...], what: str) -> None:
+# A folder as it was checked: (path, device, inode, mtime, ctime) of it, its images/ folder and their subset
+# folders, taken before their files are looked at. Adding, removing or renaming an entry in a folder changes
+# that folder's times, so a stat per folder tells whether anything was put in the tree since, without walking
+# its (millions of) files again.
+FolderStats = tuple[tuple[str, int, int, int, int], ...]
+
+
+def _folder_stats(folder: Path) -> FolderStats:
+    images = folder / dataset_format.IMAGES_DIR
+    folders = [folder]
+    if images.is_dir() and not images.is_symlink():
+        with os.scandir(images) as subsets:
+            folders += [images, *sorted(Path(e.path) for e in subsets if e.is_dir(follow_symlinks=False))]
+    stats = []
+    for path in folders:
+        st = os.lstat(path)
+        stats.append((str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stats)
+
+
+def _checked_folder(folder: Path, required: tuple[str, ...], what: str) -> FolderStats | None:
+    """`folder` as checked (None: absent); an error if it is there and not a build of this tool."""
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise PrepError(f"{folder}: is {'a link' if folder.is_symlink() else 'a file'}, not a folder; {what}")
-    if folder.is_dir():
-        problem = not_ours(folder, required)
-        if problem:
-            raise PrepError(f"{folder}: {problem}; kohaku-prep replaces only what it built, with or without "
-                            f"--force: {what}")
+    if not folder.is_dir():
+        return None
+    stats = _folder_stats(folder)  # before looking inside: whatever is added after it shows in confirm
+    problem = not_ours(folder, required)
+    if problem:
+        raise PrepError(f"{folder}: {problem}; kohaku-prep replaces only what it built, with or without "
+                        f"--force: {what}")
+    return stats
 
 
 def output_path(text: str) -> Path:
@@ -198,26 +223,64 @@ def output_path(text: str) -> Path:
     return Path(os.path.abspath(text))
 
 
-def check_output(out: Path, force: bool) -> None:
+@dataclass(frozen=True)
+class CheckedOutput:
+    """A dataset folder that check_output found able to take a new dataset, and what it found there: for
+    the folder and its `.replaced` and `.partial` siblings, their folders' stats (None: absent)."""
+
+    path: Path  # absolute (output_path)
+    force: bool
+    found: dict[Path, FolderStats | None]
+
+    @property
+    def staging(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+    @property
+    def replaced(self) -> Path:
+        return self.path.with_name(self.path.name + ".replaced")
+
+    def confirm(self, folder: Path) -> None:
+        """Refuse to go on when `folder`, about to be discarded or replaced, is no longer as it was checked:
+        created since, or anything added, removed or renamed in it."""
+        was = self.found[folder]
+        if was is None:
+            changed = os.path.lexists(folder)
+        else:
+            try:
+                changed = folder.is_symlink() or _folder_stats(folder) != was
+            except OSError:  # it, or a folder in it, removed
+                changed = True
+        if changed:
+            raise PrepError(f"{folder}: {'appeared' if was is None else 'changed'} while the dataset was being "
+                            "built (it was checked before the metadata was read); nothing in it was touched: run "
+                            "the same command again")
+
+
+def check_output(out: Path, force: bool) -> CheckedOutput:
     """Fail before any work if the output folder cannot take a new dataset. Only a dataset this tool
     built is ever replaced, and only with --force; anything else in the way is refused either way."""
     choose = "choose another --out"
     out = output_path(str(out))
-    _refuse_foreign(out, ("manifest.parquet", "summary.json"), choose)
-    _refuse_foreign(out.with_name(out.name + ".replaced"), ("manifest.parquet", "summary.json"), choose)
-    _refuse_foreign(out.with_name(out.name + ".partial"), (".build-key",), choose)
+    found = {folder: _checked_folder(folder, required, choose) for folder, required in (
+        (out, ("manifest.parquet", "summary.json")),
+        (out.with_name(out.name + ".replaced"), ("manifest.parquet", "summary.json")),
+        (out.with_name(out.name + ".partial"), (".build-key",)))}
     if out.exists() and any(out.iterdir()) and not force:
         raise PrepError(f"{out}: already holds a dataset (its preset.toml: another build, perhaps of another "
                         "preset or seed); pass --force to replace it")
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise PrepError(f"{parent}: not a writable folder")
+    return CheckedOutput(out, force, found)
 
 
-def _prepare_staging(staging: Path, key: str, force: bool, log: Log) -> bool:
+def _prepare_staging(checked: CheckedOutput, key: str, log: Log) -> bool:
     """Create the staging folder, or find the interrupted build of the same key there: True if resuming.
     Only a staging folder of this tool is ever discarded (check_output refused any other)."""
+    staging, force = checked.staging, checked.force
     key_file = staging / ".build-key"
+    checked.confirm(staging)
     if staging.exists():
         if key_file.exists() and key_file.read_text() == key:
             log(f"resuming the interrupted build in {staging}")
@@ -384,12 +447,19 @@ def _write_errors_stop_resumably(staging: Path):
                         "same command again to resume") from None
 
 
-def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> BuildSummary:
+def build_dataset(resolved: Resolved, force: bool, log: Log) -> BuildSummary:
+    """The whole build: the output folder checked first (a mistake in it is told before minutes of reading
+    metadata), then the plan, then the dataset written."""
+    checked = check_output(Path(resolved.preset.output.dir), force)
+    return write_dataset(plan_dataset(resolved.preset, log), resolved, checked, log)
+
+
+def write_dataset(plan: Plan, resolved: Resolved, checked: CheckedOutput, log: Log) -> BuildSummary:
     p = resolved.preset
-    out = output_path(p.output.dir)
-    check_output(out, force)
-    staging = out.with_name(out.name + ".partial")
-    resuming = _prepare_staging(staging, _build_key(resolved, plan), force, log)
+    out, staging = checked.path, checked.staging
+    if out != output_path(p.output.dir):
+        raise ValueError(f"{out} was checked, but output.dir is {p.output.dir}")
+    resuming = _prepare_staging(checked, _build_key(resolved, plan), log)
     with FolderLock(staging), _write_errors_stop_resumably(staging):
         extracted = copy_images(plan, staging, p, resuming)
         ok = np.array([not f for f in extracted.failure])
@@ -432,10 +502,14 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> Buil
         write_atomic(staging / "preset.toml", resolved.to_toml())
         report.write_report(staging, summary, written, manifest["width"].to_numpy(), manifest["height"].to_numpy())
     os.sync()  # every file on disk before the folder is published under its final name
+    # check_output looked at every file of these before the plan; what is left to confirm is that nothing
+    # was put in them since (a stat per folder), while the build can still resume
+    checked.confirm(out)
+    checked.confirm(checked.replaced)
     (staging / ".lock").unlink()
     (staging / ".build-key").unlink()
     if out.exists():
-        old = out.with_name(out.name + ".replaced")  # a dataset of this tool, if any (check_output)
+        old = checked.replaced  # a dataset of this tool, if any
         if old.exists():
             shutil.rmtree(old)
         out.rename(old)
