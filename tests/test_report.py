@@ -253,6 +253,7 @@ def test_summary_json_reads_back_to_the_same_bytes(sample_dataset):
     (lambda r: r.update(seed="1337"), "summary.json: 'seed' is \"1337\", not int; build it again"),
     (lambda r: r["pools"][0].update(end="x"), "summary.json: 'pools[0].end' is \"x\", not "),
     (lambda r: r.update(images=[]), "summary.json: 'images' is not an object; build it again"),
+    (lambda r: r.clear() or r.update(stages=[]), "summary.json has no 'preset': "),
 ])
 def test_a_summary_of_another_shape_is_a_one_line_error(sample_dataset, change, message):
     record = json.loads((sample_dataset / "summary.json").read_text())
