@@ -138,7 +138,8 @@ def _typed(value: Any, tp: Any, where: str) -> Any:
 def _record(value: Any, cls: Any, where: str) -> Any:
     """A dataclass from its JSON object: each field present, none other."""
     if not isinstance(value, dict):
-        raise PrepError(f"summary.json{f': {where!r}' if where else ''} is not an object; {_REBUILD}")
+        what = f"summary.json: '{where}' is" if where else "summary.json is"
+        raise PrepError(f"{what} not an object; {_REBUILD}")
     hints, names = get_type_hints(cls), [f.name for f in fields(cls)]
     dotted = [f"{where}.{name}" if where else name for name in [*names, *value]]
     for name, path in zip(names, dotted):
