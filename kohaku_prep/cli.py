@@ -133,7 +133,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
     OVERRIDES are key=value settings over the preset, e.g. selection.seed=7 or selection.pools.0.take=500.
     """
     from kohaku_prep.dataset import build
-    from kohaku_prep.dataset.selection import Stage, stage_lines
+    from kohaku_prep.dataset.selection import stage_lines
 
     resolved = _resolve(preset, config, overrides, **{
         "input.metadata": metadata, "input.images": images, "output.dir": out})
@@ -142,12 +142,10 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
                                         ("--out", p.output.dir)) if not value]
     if missing:
         raise PrepError(f"set {', '.join(missing)} (see kohaku-prep dataset --help)")
-    build.check_output(Path(p.output.dir), force)
-    plan = build.plan_dataset(p, _echo)
-    summary = build.write_dataset(plan, resolved, force, _echo)
-    _echo("\n".join(stage_lines([Stage(**s) for s in summary["stages"]])))
-    _echo(f"dataset: {summary['images']['written']:,} images with captions in "
-          f"{summary['images']['subset_folders']:,} folder(s) under {p.output.dir}")
+    summary = build.build_dataset(resolved, force, _echo)
+    _echo("\n".join(stage_lines(summary.stages)))
+    _echo(f"dataset: {summary.images.written:,} images with captions in {summary.images.subset_folders:,} "
+          f"folder(s) under {p.output.dir}")
     _echo(f"report: {Path(p.output.dir) / 'report.html'} (and report.md with its charts)")
 
 

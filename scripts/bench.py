@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import dataset_format
 from kohaku_prep.dataset import build, captions, images, metadata, selection
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.preset import find_preset, resolve
 from kohaku_prep.versions import versions
 
@@ -246,14 +247,15 @@ def _resolved(**settings):
 def child_pipeline(t: dict) -> dict:
     rec, r = {}, _resolved(**{"input.metadata": t["meta"], "output.dir": Path(t["tmp"]) / "manifest-out"})
     p, meta = r.preset, metadata.locate(Path(t["meta"]))
-    posts, rec["read posts"] = _measure(metadata.read_posts, meta, p.input.rating_scheme)
-    sel, rec["select"] = _measure(selection.select, posts, p.selection, p.filters)
+    bad_posts = BadRows(p.input.bad_metadata)
+    posts, rec["read posts"] = _measure(metadata.read_posts, meta, p.input.rating_scheme, bad_posts)
+    sel, rec["select"] = _measure(selection.select, posts, p.selection, p.filters, bad_posts)
 
     def caption():  # build.plan_dataset's caption step, on every selected post
         chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), sel.ids)))
         return chosen, captions.caption_posts(
             metadata.iter_tags(meta, sel.ids), sel.ids, chosen["created_at"], chosen["rating"].to_numpy(),
-            chosen["fav_count"].to_numpy(), build._quality_rule(p, posts))
+            chosen["fav_count"].to_numpy(), build._quality_rule(p, posts), BadRows(p.input.bad_metadata))
     (chosen, caps), rec["caption"] = _measure(caption)
     rec["read posts"]["items"] = rec["select"]["items"] = posts.num_rows
     rec["caption"]["items"] = n = len(sel.ids)
@@ -265,8 +267,9 @@ def child_pipeline(t: dict) -> dict:
         build.copy_images = lambda *_: build.Extracted(  # no image or caption files: the dataset files alone
             np.full(n, 1024, np.int32), np.full(n, 1024, np.int32), [""] * n)
         build.write_captions = lambda *_: None
+        checked = build.check_output(Path(p.output.dir), True)
         _, rec["manifest + dataset TOML"] = _measure(build.write_dataset, build.Plan(sel, chosen, caps, index, []),
-                                                     r, True, lambda _: None)
+                                                     r, checked, lambda _: None)
         rec["manifest + dataset TOML"]["items"] = n
         shutil.rmtree(p.output.dir)
     return rec
@@ -334,8 +337,9 @@ def child_predecessor(t: dict) -> dict:
     captions of the same posts: a sample of the Epsilon selection."""
     folder, p, tmp = Path(t["meta"]) / "normalized", _resolved().preset, Path(t["tmp"])
     meta = metadata.locate(folder)
-    posts = metadata.read_posts(meta, p.input.rating_scheme)
-    sel = selection.select(posts, p.selection, p.filters)
+    bad_posts = BadRows(p.input.bad_metadata)
+    posts = metadata.read_posts(meta, p.input.rating_scheme, bad_posts)
+    sel = selection.select(posts, p.selection, p.filters, bad_posts)
     ids = np.sort(np.random.default_rng(0).choice(sel.ids, min(t["n"], len(sel.ids)), replace=False))
     np.save(tmp / "predecessor-ids.npy", ids)
     theirs = tmp / "predecessor-captions.parquet"
@@ -347,7 +351,7 @@ def child_predecessor(t: dict) -> dict:
     chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), ids)))
     ours = captions.caption_posts(metadata.iter_tags(meta, ids), ids, chosen["created_at"],
                                   chosen["rating"].to_numpy(), chosen["fav_count"].to_numpy(),
-                                  build._quality_rule(p, posts)).text.to_pylist()
+                                  build._quality_rule(p, posts), BadRows(p.input.bad_metadata)).text.to_pylist()
     table = pq.read_table(theirs)
     same = np.array_equal(table["id"].to_numpy(), ids) and sum(map(str.__eq__, table["caption"].to_pylist(), ours))
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "identical": int(same)}

@@ -8,11 +8,11 @@ manifest is generated into a temporary folder beside a copy of it, image sizes s
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import dataset_format
 from kohaku_prep.dataset import report
+from kohaku_prep.dataset.summary import BuildSummary
 
 
-def generate(folder: Path, summary: dict, n: int, seed: int = 5) -> None:
+def generate(folder: Path, summary: BuildSummary, n: int, seed: int = 5) -> None:
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(8_000_000, n, replace=False)).astype(np.int64)
     aspect = np.exp(rng.normal(0, 0.45, n)).clip(0.05, 20)
@@ -33,8 +34,7 @@ def generate(folder: Path, summary: dict, n: int, seed: int = 5) -> None:
     table = pa.table({"id": ids, "image": pa.array([""] * n), "width": widths, "height": heights,
                       "caption": pa.array([""] * n, pa.large_string())}, schema=dataset_format.MANIFEST_SCHEMA)
     pq.write_table(table, folder / "manifest.parquet")
-    summary = dict(summary, images={**summary["images"], "written": n})
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    (folder / "summary.json").write_text(replace(summary, images=replace(summary.images, written=n)).to_json())
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--images", type=int, default=5_000_000)
     args = parser.parse_args()
-    summary = json.loads((args.dataset / "summary.json").read_text())
+    summary = BuildSummary.from_json((args.dataset / "summary.json").read_text())
     folder = Path(tempfile.mkdtemp(prefix="bench-report-", dir=args.dataset.parent))
     try:
         generate(folder, summary, args.images)
@@ -52,7 +52,7 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         sizes = pq.read_table(folder / "manifest.parquet", columns=["id", "width", "height"])
         start = time.perf_counter()
-        report.report_tables(json.loads((folder / "summary.json").read_text()),
+        report.report_tables(BuildSummary.from_json((folder / "summary.json").read_text()),
                              *(sizes[c].to_numpy() for c in ("id", "width", "height")))
         tables = time.perf_counter() - start
         print(f"kohaku-prep report, {args.images:,} images: {seconds:.1f} s in all, of which the tables "

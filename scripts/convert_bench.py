@@ -48,8 +48,8 @@ print(json.dumps({{"seconds": round(time.perf_counter() - t, 1),
 CONVERT = ("from kohaku_prep.dataset import convert\n"
            "n, bad = convert.convert_json_lines(Path(sys.argv[1]), Path(sys.argv[2]), False, lambda n: None)")
 READ_TABLE = "import pyarrow.parquet as pq\nt0 = pq.read_table(sys.argv[1])"
-READ_POSTS = ("from kohaku_prep.dataset import metadata\n"
-              "posts = metadata.read_posts(metadata.locate(Path(sys.argv[1])), 'danbooru')")
+READ_POSTS = ("from kohaku_prep.dataset import metadata\nfrom kohaku_prep.dataset.bad_metadata import BadRows\n"
+              "posts = metadata.read_posts(metadata.locate(Path(sys.argv[1])), 'danbooru', BadRows('fail'))")
 
 
 def measure(body: str, *args: Path) -> dict:

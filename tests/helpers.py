@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kohaku_prep.dataset import build, captions, metadata
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.preset import PRESET_DIR, resolve
 
 TESTS = Path(__file__).resolve().parent
@@ -31,8 +32,7 @@ def resolve_sample(sample_root: Path, out: Path, shape: str = "flat", extra: Seq
 
 def build_sample(sample_root: Path, out: Path, shape: str = "flat", extra: Sequence[str] = (), force=False):
     resolved = resolve_sample(sample_root, out, shape, extra)
-    plan = build.plan_dataset(resolved.preset, lambda line: None)
-    return build.write_dataset(plan, resolved, force, lambda line: None)
+    return build.build_dataset(resolved, force, lambda line: None)
 
 
 def flat_post(id, created_at, rating, fav, general="", character="", copyright="", artist="", meta=""):
@@ -81,17 +81,18 @@ def write_normalized(posts: list[dict], folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_quirks=True, skipped=None,
-                 columns: dict | None = None):
-    """id -> caption; with `skipped` a list, posts with bad tags are left out and counted there, else an error."""
+def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_quirks=True,
+                 bad_tags: BadRows | None = None, columns: dict | None = None):
+    """id -> caption; posts with bad tags are reported to `bad_tags` (default: an error)."""
     meta = metadata.locate(path, columns=columns)
-    posts = metadata.read_posts(meta, "danbooru")
+    posts = metadata.read_posts(meta, "danbooru", BadRows("fail"))
     ids = posts["id"].to_numpy()
     rating, fav = posts["rating"].to_numpy(), posts["fav_count"].to_numpy()
     thresholds = {"epsilon": captions.EPSILON_THRESHOLDS, "none": None,
                   "percentiles": captions.percentile_thresholds(rating, fav)}[quality]
     rule = captions.CaptionRule(thresholds, quality_max_id, year_quirks)
-    caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, posts["created_at"], rating, fav, rule, skipped)
+    caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, posts["created_at"], rating, fav, rule,
+                                  bad_tags or BadRows("fail"))
     return dict(zip(caps.ids.tolist(), caps.text.to_pylist()))
 
 

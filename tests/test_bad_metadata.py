@@ -2,6 +2,7 @@
 or is left out and counted as a stage of the report (input.bad_metadata = "skip", the Epsilon preset's)."""
 import json
 import re
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from kohaku_prep.cli import main
 from kohaku_prep.dataset import build, metadata, selection
-from kohaku_prep.dataset.bad_metadata import Skip
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import PRESET_DIR, FiltersSection, Pool, SelectionSection, resolve
 
@@ -64,13 +65,12 @@ def build_dataset(tmp_path, metadata_path, mode, extra=(), name="out", images=No
     resolved = resolve(PRESET_DIR / "epsilon.toml", None, [
         f'input.metadata="{metadata_path}"', f'input.images="{images}"', f'output.dir="{tmp_path / name}"',
         f'input.bad_metadata="{mode}"', *extra])
-    plan = build.plan_dataset(resolved.preset, QUIET)
-    return build.write_dataset(plan, resolved, False, QUIET)
+    return build.build_dataset(resolved, False, QUIET)
 
 
 def stage(summary, name):
-    (found,) = [s for s in summary["stages"] if s["name"] == name]
-    return found
+    (found,) = [s for s in summary.stages if s.name == name]
+    return asdict(found)
 
 
 def captions_of(tmp_path, name="out"):
@@ -79,9 +79,9 @@ def captions_of(tmp_path, name="out"):
 
 
 def read_lenient(path, dated=False):
-    skipped: list[Skip] = []
-    table = metadata.read_posts(metadata.locate(path), "danbooru", skipped, dated=dated)
-    return table, {s.problem: (s.count, s.first) for s in skipped}
+    lenient = BadRows("skip")
+    table = metadata.read_posts(metadata.locate(path), "danbooru", lenient, dated=dated)
+    return table, {s.problem: (s.count, s.first) for s in lenient.left_out}
 
 
 # ---------------------------------------------------------------- the preset key
@@ -93,6 +93,21 @@ def test_bad_metadata_is_validated_like_every_key():
         resolve(PRESET_DIR / "epsilon.toml", None, ["input.bad_metadata=drop"])
     with pytest.raises(PrepError, match=r"unknown key 'input.bad_metdata'; did you mean 'input.bad_metadata'"):
         resolve(None, None, ["input.bad_metdata=skip"])
+
+
+def test_bad_rows_fail_at_the_first_or_record_each_kind_in_problem_order():
+    strict = BadRows("fail")
+    with pytest.raises(PrepError, match=rf"^posts.parquet: column 'id' has 2 null value\(s\); {re.escape(HINT)}$"):
+        strict.found("bad metadata: id null", 2, "first: ...", "posts.parquet: column 'id' has 2 null value(s)")
+    assert strict.left_out == ()
+    lenient = BadRows("skip")
+    lenient.found("bad tag: holds ','", 1, "first: a", "error a")
+    lenient.found("bad metadata: id null", 2, "first: b", "error b")
+    lenient.found("bad tag: holds ','", 3, "first: c", "error c")  # another chunk: counted, its first kept
+    assert [(s.problem, s.count, s.first) for s in lenient.left_out] == [
+        ("bad metadata: id null", 2, "first: b"), ("bad tag: holds ','", 4, "first: a")]
+    with pytest.raises(ValueError):
+        BadRows("drop")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- structural problems: errors in both modes
@@ -125,14 +140,13 @@ def test_a_damaged_tag_column_is_a_one_line_error(copy_sample, tmp_path, mode):
 @pytest.mark.parametrize("mode", ["fail", "skip"])
 def test_missing_and_mistyped_columns_are_errors_in_both_modes(tmp_path, mode):
     path = write_flat(posts(), tmp_path / "m")
-    skipped: list[Skip] | None = [] if mode == "skip" else None
     pq.write_table(pq.read_table(path).drop_columns(["rating"]), path)
     with pytest.raises(PrepError, match=r"posts.parquet: missing column 'rating' \(string or integer\)"):
-        metadata.read_posts(metadata.locate(path), "danbooru", skipped)
+        metadata.read_posts(metadata.locate(path), "danbooru", BadRows(mode))
     path = write_flat(posts(), tmp_path / "t")
     replace_column(path, "fav_count", pa.array(["1"] * 6))
     with pytest.raises(PrepError, match="column 'fav_count' has type string, expected integer"):
-        metadata.read_posts(metadata.locate(path), "danbooru", skipped)
+        metadata.read_posts(metadata.locate(path), "danbooru", BadRows(mode))
 
 
 def test_an_empty_selection_is_an_error_when_every_post_is_bad(tmp_path):
@@ -181,8 +195,8 @@ def test_bad_post_lenient_is_left_out_before_sampling_and_counted(tmp_path, prob
     summary = build_dataset(tmp_path, write_flat(posts(**changes), tmp_path / "m"), "skip")
     assert stage(summary, "metadata") == {"name": "metadata", "kept": 6, "dropped": 0, "note": ""}
     assert stage(summary, name) == {"name": name, "kept": 5, "dropped": 1, "note": note}
-    assert [s["name"] for s in summary["stages"]][:2] == ["metadata", name]  # before the pools
-    assert summary["bad_metadata"] == {"mode": "skip", "left_out": {name: 1}}
+    assert [s.name for s in summary.stages][:2] == ["metadata", name]  # before the pools
+    assert asdict(summary.bad_metadata) == {"mode": "skip", "left_out": {name: 1}}
     assert sorted(captions_of(tmp_path)) == [1, 2, 4, 5, 6]
     report = (tmp_path / "out" / "report.md").read_text()
     assert re.search(rf"{re.escape(name)} +5 +1  {re.escape(note)}", report)
@@ -199,7 +213,7 @@ def test_normalized_integer_ratings_out_of_range(tmp_path):
     folder = write_normalized(posts(), tmp_path / "n")
     replace_column(folder / "post.parquet", "rating", pa.array([0, 1, 7, 3, None, 1], pa.int64()))
     with pytest.raises(PrepError, match=r"post.parquet: column 'rating' has 2 unknown value\(s\), first 7 in post 3"):
-        metadata.read_posts(metadata.locate(folder), "danbooru")
+        metadata.read_posts(metadata.locate(folder), "danbooru", BadRows("fail"))
     table, found = read_lenient(folder)
     assert found == {"bad metadata: unknown rating": (2, "first: post.parquet, post 3, rating 7")}
     assert table["id"].to_pylist() == [1, 2, 4, 6]
@@ -214,7 +228,7 @@ def test_text_that_is_not_utf8(tmp_path, column):
     shown = re.escape(repr(values[2]))
     with pytest.raises(PrepError, match=rf"column '{column}' has 1 value\(s\) that are not UTF-8, first {shown} "
                                         "in post 3;"):
-        metadata.read_posts(metadata.locate(path), "danbooru")
+        metadata.read_posts(metadata.locate(path), "danbooru", BadRows("fail"))
     table, found = read_lenient(path)
     assert found == {"bad metadata: not UTF-8": (1, f"first: posts.parquet, post 3, {column} {values[2]!r}")}
     assert table["id"].to_pylist() == [1, 2, 4, 5, 6]
@@ -243,9 +257,9 @@ def test_duplicate_ids_across_files(tmp_path):
 def test_lenient_drops_come_before_sampling_so_quotas_are_met(tmp_path):
     path = write_flat([flat_post(i, "2020-01-01", "x" if i % 3 == 0 else "g", 1) for i in range(1, 101)],
                       tmp_path / "m")
-    skipped: list[Skip] = []
-    table = metadata.read_posts(metadata.locate(path), "danbooru", skipped)
-    sel = selection.select(table, SelectionSection(seed=3, pools=[Pool(0, None, 60)]), FiltersSection(), skipped)
+    lenient = BadRows("skip")
+    table = metadata.read_posts(metadata.locate(path), "danbooru", lenient)
+    sel = selection.select(table, SelectionSection(seed=3, pools=[Pool(0, None, 60)]), FiltersSection(), lenient)
     assert len(sel.ids) == 60 and not np.isin(sel.ids, np.arange(3, 101, 3)).any()
     assert [(s.name, s.kept, s.dropped) for s in sel.stages[:3]] == [
         ("metadata", 100, 0), ("bad metadata: unknown rating", 67, 33), ("pool [0, ∞)", 60, 7)]
@@ -277,7 +291,7 @@ def test_created_at_without_a_year_with_quirks_is_hakubooru_early_and_reported(t
     assert stage(summary, "created_at without a year") == {
         "name": "created_at without a year", "kept": 6, "dropped": 0,
         "note": "1 kept with year tag 'early' (caption.year_quirks, HakuBooru's rule)"}
-    assert summary["bad_metadata"]["left_out"] == {}
+    assert summary.bad_metadata.left_out == {}
 
 
 # ---------------------------------------------------------------- bad tags: found after selection, both shapes
@@ -317,7 +331,7 @@ def test_bad_tag_lenient_leaves_the_post_out_and_counts_it(tmp_path, shape, prob
     source = "posts.parquet" if shape == "flat" else "tag.parquet"
     assert stage(summary, name) == {"name": name, "kept": 5, "dropped": 1,
                                     "note": f"first: {source}, post 3, copyright tag {shown}"}
-    names = [s["name"] for s in summary["stages"]]
+    names = [s.name for s in summary.stages]
     assert names.index(name) == names.index("image not in the archive") + 1  # after the selection
     assert sorted(captions_of(tmp_path)) == [1, 2, 4, 5, 6]
     assert all(text.count("|||") == 1 and "\t" not in text for text in captions_of(tmp_path).values())
@@ -331,9 +345,9 @@ def test_bad_tags_leave_out_the_same_posts_from_both_shapes(tmp_path):
     assert pq.read_table(tmp_path / "a" / "manifest.parquet").equals(pq.read_table(tmp_path / "b" / "manifest.parquet"))
     assert sorted(captions_of(tmp_path, "a")) == [1, 5, 6]
     for summary in (a, b):  # post 7 has two problems: counted once, under the first in TAG_PROBLEMS' order
-        assert summary["bad_metadata"]["left_out"] == {
+        assert summary.bad_metadata.left_out == {
             "bad tag: control character": 2, "bad tag: holds ','": 1, "bad tag: holds '|||'": 1}
-    assert [s["kept"] for s in a["stages"]] == [s["kept"] for s in b["stages"]]
+    assert [s.kept for s in a.stages] == [s.kept for s in b.stages]
 
 
 @pytest.mark.parametrize("shape", ["flat", "normalized"])
@@ -381,7 +395,7 @@ def test_unused_bad_tag_names_are_no_problem(tmp_path):
                       "type": pa.array([0, 0, 0], pa.int64())})
     pq.write_table(pa.concat_tables([table, extra]), folder / "tag.parquet")
     summary = build_dataset(tmp_path, folder, "fail")
-    assert summary["bad_metadata"] == {"mode": "fail", "left_out": {}} and len(captions_of(tmp_path)) == 6
+    assert asdict(summary.bad_metadata) == {"mode": "fail", "left_out": {}} and len(captions_of(tmp_path)) == 6
 
 
 @pytest.mark.parametrize("shape", ["flat", "normalized"])
@@ -394,7 +408,7 @@ def test_null_and_empty_tag_strings_and_doubled_spaces_are_no_problem(tmp_path, 
     summary = build_dataset(tmp_path, path, "fail")
     got = captions_of(tmp_path)
     assert got[1] == "1girl, |||smile, newest, sensitive, normal quality"
-    assert got[2] == "1girl, |||smile, recent, nsfw, low quality" and summary["bad_metadata"]["left_out"] == {}
+    assert got[2] == "1girl, |||smile, recent, nsfw, low quality" and summary.bad_metadata.left_out == {}
 
 
 # ---------------------------------------------------------------- the command line, end to end

@@ -79,7 +79,7 @@ def test_flat_and_normalized_build_the_same_dataset(sample_root, sample_dataset,
     monkeypatch.undo()
     monkeypatch.setattr(build, "MANIFEST_ROW_GROUP", 500)
     flat = build_sample(sample_root, tmp_path / "flat")
-    assert normalized["captions"] == flat["captions"]  # tag categories from the tag table and from the columns
+    assert normalized.captions == flat.captions  # tag categories from the tag table and from the columns
     assert (out / "manifest.parquet").read_bytes() == (tmp_path / "flat" / "manifest.parquet").read_bytes()
     assert pq.read_table(out / "manifest.parquet").equals(pq.read_table(sample_dataset / "manifest.parquet"))
     assert_same_tree(out / "images", sample_dataset / "images")
@@ -172,6 +172,66 @@ def test_user_folders_beside_the_output_are_never_touched(sample_root, tmp_path,
     assert snapshot(tmp_path / sibling) == before and not (tmp_path / "out").exists()
 
 
+def while_planning(monkeypatch, action):
+    """Do `action` after the output folder was checked, while the build reads the metadata."""
+    plan_dataset = build.plan_dataset
+
+    def planned(*args):
+        plan = plan_dataset(*args)
+        action()
+        return plan
+    monkeypatch.setattr(build, "plan_dataset", planned)
+
+
+@pytest.mark.parametrize("where", ["top", "subset folder"])
+def test_a_user_file_put_in_the_dataset_during_the_build_is_not_replaced(sample_root, tmp_path, monkeypatch, where):
+    out = tmp_path / "out"
+    build_sample(sample_root, out, extra=["selection.seed=7"])
+    folder = out if where == "top" else next((out / "images").iterdir())
+    while_planning(monkeypatch, lambda: (folder / "mine.txt").write_bytes(b"mine"))
+    before = snapshot(out)
+    with pytest.raises(PrepError, match=rf"^{out}: changed while the dataset was being built .*nothing in it was"):
+        build_sample(sample_root, out, force=True)
+    assert snapshot(out) == {**before, folder / "mine.txt": b"mine"}
+    monkeypatch.undo()
+    (folder / "mine.txt").unlink()
+    build_sample(sample_root, out, force=True)  # resumes from the complete staging folder
+    assert "seed = 1337" in (out / "preset.toml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_folder_made_at_out_during_the_build_is_not_replaced(sample_root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    while_planning(monkeypatch, lambda: user_files(out))
+    with pytest.raises(PrepError, match=rf"^{out}: appeared while the dataset was being built"):
+        build_sample(sample_root, out, force=True)
+    assert snapshot(out) == {out / "photos" / "keep.txt": b"my photo list\n", out / "notes.txt": b"\x00\xffnotes"}
+
+
+def test_an_unfinished_build_holding_a_user_file_since_the_check_is_not_discarded(sample_root, tmp_path, monkeypatch):
+    staging = tmp_path / "out.partial"
+    staging.mkdir()
+    (staging / ".build-key").write_text("another preset")
+    while_planning(monkeypatch, lambda: (staging / "mine.txt").write_bytes(b"mine"))
+    with pytest.raises(PrepError, match=rf"^{staging}: changed while"):
+        build_sample(sample_root, tmp_path / "out", force=True)
+    assert (staging / "mine.txt").read_bytes() == b"mine" and not (tmp_path / "out").exists()
+
+
+def test_the_output_is_checked_in_full_once(sample_root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    build_sample(sample_root, out)
+    looked_at: list[Path] = []
+    not_ours = build.not_ours
+
+    def counted(folder, required):
+        looked_at.append(folder)
+        return not_ours(folder, required)
+    monkeypatch.setattr(build, "not_ours", counted)
+    build_sample(sample_root, out, force=True)
+    assert looked_at == [out]
+
+
 def test_out_naming_a_link_is_refused(sample_root, tmp_path):
     before = user_files(tmp_path / "mine")
     (tmp_path / "out").symlink_to(tmp_path / "mine")
@@ -226,7 +286,7 @@ def test_images_from_a_plain_folder(sample_root, sample_dataset, tmp_path):
         dest.write_bytes(index.read(row))
     out = tmp_path / "out"
     resolved = resolve_sample(sample_root, out, extra=[f'input.images="{folder}"'])
-    build.write_dataset(build.plan_dataset(resolved.preset, QUIET), resolved, False, QUIET)
+    build.build_dataset(resolved, False, QUIET)
     assert_same_tree(out / "images", sample_dataset / "images")
 
 
@@ -241,8 +301,8 @@ def test_unreadable_shard_is_reported_not_fatal(copy_sample, tmp_path):
     shard = sorted((copy_sample / "images" / "recent").glob("*.tar"))[0]
     shard.write_bytes(b"\x00garbage" * 10)
     summary = build_sample(copy_sample, tmp_path / "out")
-    assert len(summary["images"]["unreadable_shards"]) <= 1
-    assert summary["images"]["written"] < 1451
+    assert len(summary.images.unreadable_shards) <= 1
+    assert summary.images.written < 1451
 
 
 def test_staging_leaves_no_temporary_files(sample_dataset):

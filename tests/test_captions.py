@@ -9,7 +9,7 @@ from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, MET
 from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
 
 from kohaku_prep.dataset import captions, metadata
-from kohaku_prep.dataset.bad_metadata import Skip
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.errors import PrepError
 
 RECIPE_EXAMPLES = [
@@ -66,11 +66,11 @@ def test_tag_counts_add_up_over_chunks(nasty, monkeypatch):
     posts, flat, _ = nasty
     monkeypatch.setattr(metadata, "_BATCH_ROWS", 500)
     meta = metadata.locate(flat)
-    table = metadata.read_posts(meta, "danbooru")
+    table = metadata.read_posts(meta, "danbooru", BadRows("fail"))
     ids = table["id"].to_numpy()
     rule = captions.CaptionRule(None, None, True)
     caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, table["created_at"],
-                                  table["rating"].to_numpy(), table["fav_count"].to_numpy(), rule)
+                                  table["rating"].to_numpy(), table["fav_count"].to_numpy(), rule, BadRows("fail"))
     (tag, count), = captions.top_tags(caps.tag_counts, 1)
     in_text = sum(text.replace("|||", "").split(", ").count(tag) for text in caps.text.to_pylist())
     assert count == in_text
@@ -166,9 +166,9 @@ def test_a_tag_holding_the_separator_is_refused_or_left_out(tmp_path, shape):
     path = write_flat(posts, tmp_path) if shape == "flat" else write_normalized(posts, tmp_path)
     with pytest.raises(PrepError, match=r"post 1, meta tag '\|\|\|' holds the keep separator '\|\|\|'"):
         run_captions(path)
-    skipped: list[Skip] = []
-    assert run_captions(path, skipped=skipped) == {2: ", |||highres, recent, safe, worst quality"}
-    (skip,) = skipped
+    lenient = BadRows("skip")
+    assert run_captions(path, bad_tags=lenient) == {2: ", |||highres, recent, safe, worst quality"}
+    (skip,) = lenient.left_out
     assert (skip.problem, skip.count) == ("bad tag: holds '|||'", 1) and skip.first.endswith("post 1, meta tag '|||'")
 
 
@@ -189,10 +189,10 @@ def has_bad_tag(post: dict) -> bool:
 @given(rows=st.lists(wild_fields, min_size=1, max_size=8))
 def test_bad_tags_are_left_out(tmp_path_factory, shape, rows):
     posts = generated_posts(rows)
-    skipped: list[Skip] = []
-    got = run_captions(written(posts, shape, tmp_path_factory.mktemp("wild")), skipped=skipped)
+    lenient = BadRows("skip")
+    got = run_captions(written(posts, shape, tmp_path_factory.mktemp("wild")), bad_tags=lenient)
     assert set(got) == {p["id"] for p in posts if not has_bad_tag(p)}
-    assert sum(s.count for s in skipped) == len(posts) - len(got)
+    assert sum(s.count for s in lenient.left_out) == len(posts) - len(got)
     for post in posts:
         if post["id"] in got:
             assert got[post["id"]] == reference_caption(post) and got[post["id"]].count("|||") == 1

@@ -132,8 +132,8 @@ def test_a_truncated_shard_loses_only_its_cut_members(copy_sample, sample_datase
     cut = int(members.offset[in_shard[len(in_shard) // 2]]) + 10  # inside the middle member's data
     shard.write_bytes(shard.read_bytes()[:cut])
     summary = build_sample(copy_sample, tmp_path / "out")
-    assert summary["images"]["unreadable_shards"] and str(shard) in summary["images"]["unreadable_shards"][0]
-    lost = 1451 - summary["images"]["written"]
+    assert summary.images.unreadable_shards and str(shard) in summary.images.unreadable_shards[0]
+    lost = 1451 - summary.images.written
     assert 0 < lost <= len(in_shard) - len(in_shard) // 2
     written = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file()}
     for row in in_shard[:len(in_shard) // 2]:  # members before the cut are kept, when selected
@@ -158,7 +158,7 @@ def test_a_zero_byte_member_is_counted_not_fatal(copy_sample, sample_dataset, tm
             member.size = len(data)
             tf.addfile(member, io.BytesIO(data))
     summary = build_sample(copy_sample, tmp_path / "out")
-    assert summary["images"]["failed"] == {"not a decodable image": 2}  # the sample's own undecodable one, and this
+    assert summary.images.failed == {"not a decodable image": 2}  # the sample's own undecodable one, and this
     assert not any((tmp_path / "out").rglob(victim))
 
 

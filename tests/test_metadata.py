@@ -5,18 +5,19 @@ import pytest
 from helpers import flat_post, write_flat
 
 from kohaku_prep.dataset import metadata
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.errors import PrepError
 
 
 def read(path, scheme="danbooru"):
-    return metadata.read_posts(metadata.locate(path), scheme)
+    return metadata.read_posts(metadata.locate(path), scheme, BadRows("fail"))
 
 
 def test_both_shapes_of_the_sample_read_the_same(sample_root):
     flat = metadata.locate(sample_root / "metadata" / "flat")
     normalized = metadata.locate(sample_root / "metadata" / "normalized")
     assert (flat.shape, normalized.shape) == ("flat", "normalized")
-    a, b = metadata.read_posts(flat, "danbooru"), metadata.read_posts(normalized, "danbooru")
+    a, b = (metadata.read_posts(meta, "danbooru", BadRows("fail")) for meta in (flat, normalized))
     assert a.equals(b)
     ids = a["id"].to_numpy()[::7]
     assert by_post_and_category(flat, ids) == by_post_and_category(normalized, ids)
@@ -99,7 +100,7 @@ def test_unknown_tag_id_in_relation(sample_root, tmp_path):
     pq.write_table(pa.table({"id": [1], "post_id": [pq.read_table(src / "post.parquet")["id"][0].as_py()],
                              "tag_id": [10**9]}), folder / "posttagrelation.parquet")
     meta = metadata.locate(folder)
-    ids = np.sort(metadata.read_posts(meta, "danbooru")["id"].to_numpy())
+    ids = np.sort(metadata.read_posts(meta, "danbooru", BadRows("fail"))["id"].to_numpy())
     with pytest.raises(PrepError, match="tag id 1000000000 is not in tag.parquet"):
         list(metadata.iter_tags(meta, ids))
 
@@ -124,7 +125,7 @@ def test_normalized_tags_do_not_depend_on_relation_layout(sample_root, tmp_path,
     groups = metadata._relation_groups(meta)
     in_post_order = metadata._post_order_starts(groups) is not None
     assert len(groups) > 10 and in_post_order == (layout == "post order, small row groups")
-    ids = metadata.read_posts(meta, "danbooru")["id"].to_numpy()[1::3]
+    ids = metadata.read_posts(meta, "danbooru", BadRows("fail"))["id"].to_numpy()[1::3]
     flat = metadata.locate(sample_root / "metadata" / "flat")
     assert by_post_and_category(meta, ids) == by_post_and_category(flat, ids)
     chunks = [chunk_ids for chunk_ids, _ in metadata.iter_tags(meta, ids)]

@@ -1,6 +1,6 @@
 """The dataset report: the numbers behind every chart against summary.json, the manifest and the plan; the
 charts drawn for the sample and for a generated 100k-image manifest; report.html self-contained."""
-import copy
+import dataclasses
 import json
 import math
 import re
@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from kohaku_prep import bucketing
 from kohaku_prep.cli import main
 from kohaku_prep.dataset import report
+from kohaku_prep.dataset.selection import Stage
+from kohaku_prep.dataset.summary import BuildSummary
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import find_preset, resolve
 from kohaku_prep.train import run
@@ -25,7 +27,7 @@ CHART_FILES = {"report-selection.png", "report-buckets.png", "report-sizes.png",
 
 
 def load(dataset):
-    summary = json.loads((dataset / "summary.json").read_text())
+    summary = BuildSummary.from_json((dataset / "summary.json").read_text())
     manifest = pq.read_table(dataset / "manifest.parquet")
     return summary, manifest
 
@@ -38,15 +40,15 @@ def tables_of(dataset):
 def test_selection_tables_match_summary_and_manifest(sample_dataset):
     summary, manifest = load(sample_dataset)
     tables = tables_of(sample_dataset)
-    assert tables["stages"].rows == [(s["name"], s["kept"], s["dropped"], s["note"]) for s in summary["stages"]]
-    stages = {s["name"]: s for s in summary["stages"]}
+    assert tables["stages"].rows == [(s.name, s.kept, s.dropped, s.note) for s in summary.stages]
+    stages = {s.name: s for s in summary.stages}
     ids = manifest["id"].to_pylist()
-    for (name, in_pool, sampled, written), pool in zip(tables["pools"].rows, summary["pools"]):
-        assert name == pool["stage"] and sampled == stages[name]["kept"]
-        assert in_pool == stages[name]["kept"] + stages[name]["dropped"]
-        assert written == sum(1 for i in ids if i >= pool["start"] and (pool["end"] is None or i < pool["end"]))
-    assert sum(tables["pools"].column("written")) == manifest.num_rows == summary["images"]["written"]
-    assert tables["not_written"].rows == [("image not in the archive", stages["image not in the archive"]["dropped"]),
+    for (name, in_pool, sampled, written), pool in zip(tables["pools"].rows, summary.pools):
+        assert name == pool.stage and sampled == stages[name].kept
+        assert in_pool == stages[name].kept + stages[name].dropped
+        assert written == sum(1 for i in ids if i >= pool.start and (pool.end is None or i < pool.end))
+    assert sum(tables["pools"].column("written")) == manifest.num_rows == summary.images.written
+    assert tables["not_written"].rows == [("image not in the archive", stages["image not in the archive"].dropped),
                                           ("not a decodable image", 1)]
 
 
@@ -90,14 +92,14 @@ def test_caption_tables_match_the_metadata_and_the_captions(sample_root, sample_
         assert share == round(100 * n / len(captions), 1)
     for table in ("ratings", "quality", "years"):
         assert sum(tables[table].column("images")) == len(captions)
-        assert dict(zip(tables[table].column(""), tables[table].column("images"))) == summary["captions"][
-            {"ratings": "ratings", "quality": "quality", "years": "years"}[table]]
+        assert dict(zip(tables[table].column(""), tables[table].column("images"))) == getattr(summary.captions,
+                                                                                              table)
 
 
 def test_tag_tables_count_the_captions(sample_dataset):
     summary, manifest = load(sample_dataset)
     tables = tables_of(sample_dataset)
-    failed = sum(summary["images"]["failed"].values())  # captioned, then left out with an unreadable image
+    failed = sum(summary.images.failed.values())  # captioned, then left out with an unreadable image
     in_captions = Counter(t for c in manifest["caption"].to_pylist() for t in c.replace("|||", "").split(", "))
     categories = tables["tags_by_category"].column("category")
     assert list(dict.fromkeys(categories)) == ["general", "character", "copyright", "artist", "meta"]
@@ -166,11 +168,12 @@ def test_report_command_errors_are_one_line(sample_dataset, tmp_path):
     del summary["captions"]
     (old / "summary.json").write_text(json.dumps(summary))
     result = CliRunner().invoke(main, ["report", str(old)])
-    assert result.exit_code == 1 and "built by an older kohaku-prep; build it again" in result.output
+    assert result.exit_code == 1 and result.output == ("error: summary.json has no 'captions': the dataset was built "
+                                                       "by an older kohaku-prep; build it again to draw its report\n")
     assert sorted(p.name for p in old.iterdir()) == ["manifest.parquet", "summary.json"]
 
 
-def generated(summary: dict, n: int, seed: int = 5):
+def generated(summary: BuildSummary, n: int, seed: int = 5):
     """A summary and manifest columns of `n` images, sizes spread as danbooru's are (a lot of portrait
     and landscape, a few extreme strips), no images failed."""
     rng = np.random.default_rng(seed)
@@ -179,12 +182,14 @@ def generated(summary: dict, n: int, seed: int = 5):
     pixels = rng.lognormal(np.log(2e6), 0.8, n)
     widths = np.maximum(np.sqrt(pixels * aspect), 1).astype(np.int32)
     heights = np.maximum(np.sqrt(pixels / aspect), 1).astype(np.int32)
-    big = copy.deepcopy(summary)
-    big["images"] = {**big["images"], "written": n, "failed": {}}
-    big["stages"] = [s for s in big["stages"] if s["name"] not in ("image unreadable", "image not in the archive")]
-    big["stages"][-1]["kept"] = n
-    big["captions"]["ratings"] = {name: n // 4 + (k < n % 4) for k, name in enumerate(report.RATING_ORDER)}
-    del big["captions"]["top_tags_by_category"]["meta"]  # a category without tags
+    stages = [s for s in summary.stages if s.name not in ("image unreadable", "image not in the archive")]
+    stages[-1] = dataclasses.replace(stages[-1], kept=n)
+    ratings = {name: n // 4 + (k < n % 4) for k, name in enumerate(report.RATING_ORDER)}
+    # a category without tags
+    by_category = {c: tags for c, tags in summary.captions.top_tags_by_category.items() if c != "meta"}
+    big = dataclasses.replace(summary, stages=stages, images=dataclasses.replace(summary.images, written=n, failed={}),
+                              captions=dataclasses.replace(summary.captions, ratings=ratings,
+                                                           top_tags_by_category=by_category))
     return big, ids, widths, heights
 
 
@@ -199,10 +204,9 @@ def test_every_chart_of_a_100k_image_manifest(sample_dataset):
     assert tables["not_written"].rows == []
     assert sum(tables["aspect"].column("images")) == sum(tables["megapixels"].column("images")) == 100_000
     assert sum(tables["pools"].column("written")) == 100_000
-    ds = big["dataset"]
     buckets = tables["buckets"].rows
     assert sum(r[2] for r in buckets) == 100_000 and len(buckets) > 40
-    assert all(r[3] == math.ceil(r[2] / ds["batch_size"]) for r in buckets)
+    assert all(r[3] == math.ceil(r[2] / big.dataset.batch_size) for r in buckets)
     assert "meta" not in tables["tags_by_category"].column("category")
     page = files["report.html"]
     assert isinstance(page, str)
@@ -225,12 +229,38 @@ def test_tag_names_are_drawn_as_written():
 
 def test_summary_names_the_report_inputs(sample_dataset):
     summary, _ = load(sample_dataset)
-    assert summary["dataset"]["batch_size"] == 4 and summary["dataset"]["resolution"] == 1024
-    pool_stages = [s["name"] for s in summary["stages"] if s["name"].startswith("pool")]
-    assert [p["stage"] for p in summary["pools"]] == pool_stages
+    assert summary.dataset.batch_size == 4 and summary.dataset.resolution == 1024
+    pool_stages = [s.name for s in summary.stages if s.name.startswith("pool")]
+    assert [p.stage for p in summary.pools] == pool_stages
+    record = json.loads((sample_dataset / "summary.json").read_text())
     with pytest.raises(PrepError, match="summary.json has no 'pools'"):
-        report.report_tables({k: v for k, v in summary.items() if k != "pools"}, np.zeros(0, np.int64),
-                             np.zeros(0, np.int32), np.zeros(0, np.int32))
+        BuildSummary.from_json(json.dumps({k: v for k, v in record.items() if k != "pools"}))
+
+
+def test_summary_json_reads_back_to_the_same_bytes(sample_dataset):
+    text = (sample_dataset / "summary.json").read_text()
+    summary = BuildSummary.from_json(text)
+    assert summary.to_json() == text
+    assert summary.stages[0] == Stage("metadata", 2400, 0) and summary.captions.top_tags[0][1] > 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["images"].pop("written"), "summary.json has no 'images.written': the dataset was built by an older "
+                                           "kohaku-prep; build it again to draw its report"),
+    (lambda r: r["stages"][2].pop("note"), "summary.json has no 'stages[2].note': "),
+    (lambda r: r["dataset"].update(colour="red"), "summary.json has 'dataset.colour', which this kohaku-prep does not "
+                                                  "know: the dataset was built by another version; build it again"),
+    (lambda r: r.update(seed="1337"), "summary.json: 'seed' is \"1337\", not int; build it again"),
+    (lambda r: r["pools"][0].update(end="x"), "summary.json: 'pools[0].end' is \"x\", not "),
+    (lambda r: r.update(images=[]), "summary.json: 'images' is not an object; build it again"),
+    (lambda r: r.clear() or r.update(stages=[]), "summary.json has no 'preset': "),
+])
+def test_a_summary_of_another_shape_is_a_one_line_error(sample_dataset, change, message):
+    record = json.loads((sample_dataset / "summary.json").read_text())
+    change(record)
+    with pytest.raises(PrepError) as err:
+        BuildSummary.from_json(json.dumps(record))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 def test_long_reasons_and_stage_names_fit():

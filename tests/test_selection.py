@@ -1,6 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
+from kohaku_prep.dataset.bad_metadata import BadRows
 from kohaku_prep.dataset.selection import rank_keys, require_images, sample_pool, select
 from kohaku_prep.preset import FiltersSection, Pool, SelectionSection
 
@@ -60,7 +61,7 @@ def test_pools_filters_and_stage_counts():
     ids = list(range(1, 101))
     posts = posts_table(ids, deleted={95, 96}, hidden={97}, ext=["jpg"] * 97 + ["gif", "mp4", "png"])
     sel = SelectionSection(seed=1, pools=[Pool(0, 50, 10), Pool(50, 60, 20), Pool(60, None, "all")])
-    result = select(posts, sel, FiltersSection())
+    result = select(posts, sel, FiltersSection(), BadRows("fail"))
     names = [(s.name, s.kept, s.dropped) for s in result.stages]
     assert names == [
         ("metadata", 100, 0),
@@ -80,12 +81,13 @@ def test_pools_filters_and_stage_counts():
 
 
 def test_posts_outside_every_pool_are_counted():
-    result = select(posts_table(range(1, 11)), SelectionSection(pools=[Pool(5, None, "all")]), FiltersSection())
+    result = select(posts_table(range(1, 11)), SelectionSection(pools=[Pool(5, None, "all")]), FiltersSection(),
+                    BadRows("fail"))
     assert ("outside every pool", 0, 4) in [(s.name, s.kept, s.dropped) for s in result.stages]
     assert result.ids.tolist() == [5, 6, 7, 8, 9, 10]
 
 
 def test_filters_can_be_switched_off():
     posts = posts_table([1, 2], deleted={1}, hidden={2})
-    result = select(posts, SelectionSection(), FiltersSection(drop_deleted=False, drop_hidden=False))
+    result = select(posts, SelectionSection(), FiltersSection(drop_deleted=False, drop_hidden=False), BadRows("fail"))
     assert result.ids.tolist() == [1, 2]

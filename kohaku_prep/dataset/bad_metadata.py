@@ -1,15 +1,16 @@
 """Bad metadata: what makes a post or a tag unusable, and what is done with it.
 
 A bad row (a post with a null id, an unknown rating, ...; a tag that would corrupt the caption layout) is
-either an error naming the file, the column, the first post and its value and the count (strict:
-`skipped` is None), or the post is left out and counted in `skipped` as a stage of the report (lenient,
-input.bad_metadata = "skip"). Checks are column-wise; only suspects are looked at one by one.
+reported to a `BadRows`, made from input.bad_metadata: "fail" makes it an error naming the file, the column,
+the first post and its value and the count; "skip" leaves the post out and records it, each kind of problem a
+stage of the report. Checks are column-wise; only suspects are looked at one by one.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +42,7 @@ _TAG_SUSPECT = r"^$|[\x{0}-\x{1f}\x{7f}-\x{9f}]|,|\|\|\|"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Skip:
     """Posts left out for one kind of bad metadata (input.bad_metadata = "skip"), for the report."""
 
@@ -50,13 +51,29 @@ class Skip:
     first: str  # where the first one is and what it holds
 
 
-def count_skip(skipped: list[Skip], problem: str, count: int, first: str) -> None:
-    for s in skipped:
-        if s.problem == problem:
-            s.count += count
-            return
-    skipped.append(Skip(problem, count, first))
-    skipped.sort(key=lambda s: PROBLEM_ORDER.index(s.problem))
+class BadRows:
+    """What is done with bad metadata, as input.bad_metadata says: "fail" stops at the first problem with a
+    one-line error; "skip" records each kind of problem (posts left out), to be shown as stages."""
+
+    def __init__(self, policy: Literal["fail", "skip"]):
+        if policy not in ("fail", "skip"):
+            raise ValueError(f"input.bad_metadata is 'fail' or 'skip', not {policy!r}")
+        self.policy = policy
+        self._found: dict[str, Skip] = {}
+
+    def found(self, problem: str, count: int, first: str, error: str, hint: str = LENIENT_HINT) -> None:
+        """`count` posts have `problem` (one of PROBLEM_ORDER): with "fail" the error `error; hint`, else they
+        are recorded as left out, `first` saying where the first is (kept from the first report of a kind)."""
+        if self.policy == "fail":
+            raise PrepError(f"{error}; {hint}")
+        known = self._found.get(problem)
+        self._found[problem] = Skip(problem, count, first) if known is None else replace(
+            known, count=known.count + count)
+
+    @property
+    def left_out(self) -> tuple[Skip, ...]:
+        """The posts left out, a Skip per kind of problem, in PROBLEM_ORDER."""
+        return tuple(sorted(self._found.values(), key=lambda s: PROBLEM_ORDER.index(s.problem)))
 
 
 def invalid_utf8(values: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
@@ -96,11 +113,11 @@ def shown_value(column: pa.ChunkedArray | pa.Array, row: int) -> str:
 
 
 class RowChecks:
-    """The bad rows of one post file, checked in PROBLEM_ORDER: the first is an error (strict), or every
-    one is counted once, under the first problem it has, and left out (lenient)."""
+    """The bad rows of one post file, checked in PROBLEM_ORDER and reported to `bad_rows`: the first is an
+    error (strict), or every one is counted once, under the first problem it has, and left out (lenient)."""
 
-    def __init__(self, path: Path, ids: pa.ChunkedArray, skipped: list[Skip] | None):
-        self.path, self.ids, self.skipped = path, ids, skipped
+    def __init__(self, path: Path, ids: pa.ChunkedArray, bad_rows: BadRows):
+        self.path, self.ids, self.bad_rows = path, ids, bad_rows
         self.bad = np.zeros(len(ids), bool)
 
     def check(self, problem: str, column: str, values, mask: np.ndarray, what: str, detail: str = "") -> None:
@@ -112,10 +129,8 @@ class RowChecks:
         post = self.ids[row].as_py()
         where = f"row {row:,}" if post is None else f"post {post}"
         value = shown_value(values, row)
-        if self.skipped is None:
-            raise PrepError(f"{self.path}: column '{column}' has {count:,} {what}, first {value} in {where}"
-                            f"{detail}; {LENIENT_HINT}")
-        count_skip(self.skipped, problem, count, f"first: {self.path.name}, {where}, {column} {value}")
+        self.bad_rows.found(problem, count, f"first: {self.path.name}, {where}, {column} {value}",
+                            f"{self.path}: column '{column}' has {count:,} {what}, first {value} in {where}{detail}")
         self.bad |= new
 
 

@@ -1,6 +1,7 @@
 """The dataset build: metadata -> selection -> captions -> images -> dataset files.
 
-`plan_dataset` only reads; `write_dataset` writes everything into `<out>.partial/` and renames it to
+`build_dataset` is the whole of it: `check_output` looks at the output folder once, before anything is
+read; `plan_dataset` only reads; `write_dataset` writes everything into `<out>.partial/` and renames it to
 `<out>` when complete, so a dataset folder is never half-built. An interrupted build resumes from
 `<out>.partial/` (same preset and inputs), keeping the images it already wrote.
 """
@@ -26,6 +27,15 @@ import pyarrow.parquet as pq
 
 from kohaku_prep import __version__, dataset_format, progress
 from kohaku_prep.dataset import bad_metadata, captions, images, metadata, report, selection, years
+from kohaku_prep.dataset.summary import (
+    BadMetadataRecord,
+    BuildSummary,
+    CaptionRecord,
+    ImagesRecord,
+    InputFile,
+    PoolRecord,
+    PresetRecord,
+)
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import FolderLock, fingerprint, new_temp_path, write_atomic, write_new
 from kohaku_prep.preset import Preset, Resolved, to_dict
@@ -47,7 +57,7 @@ class Plan:
     posts: pa.Table  # the selected posts' rows, in id order
     caps: captions.Captions
     index: images.ImageIndex
-    inputs: list[dict]
+    inputs: list[InputFile]
 
 
 def _quality_rule(p: Preset, posts: pa.Table) -> captions.CaptionRule:
@@ -76,14 +86,15 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
             table = "\n".join(selection.stage_lines(sel.stages))
             raise PrepError(f"the selection is empty; nothing to build:\n{table}")
 
-    lenient = p.input.bad_metadata == "skip"  # bad posts: left out and counted in these lists, else an error
-    bad_rows: list[bad_metadata.Skip] | None = [] if lenient else None
+    # bad posts (an error or left out, as input.bad_metadata says): those of the post table are stages before
+    # the pools, those of the selected posts' tags stages after the selection
+    bad_posts, bad_tags = bad_metadata.BadRows(p.input.bad_metadata), bad_metadata.BadRows(p.input.bad_metadata)
     # a created_at without a year is bad metadata unless HakuBooru's quirks define its caption ("early")
     started = time.monotonic()
     log(f"reading the posts of {len(meta.files)} file(s)...")
-    posts = metadata.read_posts(meta, p.input.rating_scheme, bad_rows, dated=not p.caption.year_quirks)
+    posts = metadata.read_posts(meta, p.input.rating_scheme, bad_posts, dated=not p.caption.year_quirks)
     log(f"posts: {posts.num_rows:,} read in {time.monotonic() - started:.1f} s; selecting...")
-    sel = selection.select(posts, p.selection, p.filters, bad_rows or ())
+    sel = selection.select(posts, p.selection, p.filters, bad_posts)
     log(f"selection: {len(sel.ids):,} posts; indexing the images...")
     with progress.bar("image sources", None, "source") as shown:
         index = images.index_images(Path(p.input.images), shown.update)
@@ -94,20 +105,19 @@ def plan_dataset(p: Preset, log: Log) -> Plan:
     sel = selection.require_images(sel, index.ids)
     require_posts(sel)
     chosen = posts.take(pa.array(np.searchsorted(posts["id"].to_numpy(), sel.ids)))
-    bad_tags: list[bad_metadata.Skip] | None = [] if lenient else None  # known once the selected posts' tags are read
     with progress.bar("tags and captions", len(sel.ids)) as shown:
         caps = captions.caption_posts(_counted(metadata.iter_tags(meta, sel.ids), shown), sel.ids,
                                       chosen["created_at"], chosen["rating"].to_numpy(),
                                       chosen["fav_count"].to_numpy(), _quality_rule(p, posts), bad_tags)
     if len(caps.ids) < len(sel.ids):
         chosen = chosen.take(pa.array(np.searchsorted(sel.ids, caps.ids)))
-        sel = selection.leave_out(sel, caps.ids, bad_tags or [])  # fewer captions only when lenient
+        sel = selection.leave_out(sel, caps.ids, bad_tags)
         require_posts(sel)
     undated = int((years.created_years(chosen["created_at"]) < 0).sum()) if p.caption.year_quirks else 0
     if undated:
         sel.stages.append(selection.Stage("created_at without a year", len(sel.ids), 0, f"{undated:,} kept with "
                                           "year tag 'early' (caption.year_quirks, HakuBooru's rule)"))
-    inputs = [{"path": str(f), "bytes": f.stat().st_size, "fingerprint": fingerprint(f)} for f in meta.files]
+    inputs = [InputFile(str(f), f.stat().st_size, fingerprint(f)) for f in meta.files]
     return Plan(sel, chosen, caps, index, inputs)
 
 
@@ -121,7 +131,7 @@ def _counted(chunks, shown):
 def _build_key(resolved: Resolved, plan: Plan) -> str:
     recipe = to_dict(resolved.preset)
     recipe["output"].pop("workers")  # does not change what is built
-    text = json.dumps({"preset": recipe, "inputs": plan.inputs}, sort_keys=True)
+    text = json.dumps({"preset": recipe, "inputs": [asdict(f) for f in plan.inputs]}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -173,14 +183,38 @@ def not_ours(folder: Path, required: tuple[str, ...]) -> str | None:
     return None
 
 
-def _refuse_foreign(folder: Path, required: tuple[str, ...], what: str) -> None:
+# A folder as it was checked: (path, device, inode, mtime, ctime) of it, its images/ folder and their subset
+# folders, taken before their files are looked at. Adding, removing or renaming an entry in a folder changes
+# that folder's times, so a stat per folder tells whether anything was put in the tree since, without walking
+# its (millions of) files again.
+FolderStats = tuple[tuple[str, int, int, int, int], ...]
+
+
+def _folder_stats(folder: Path) -> FolderStats:
+    images = folder / dataset_format.IMAGES_DIR
+    folders = [folder]
+    if images.is_dir() and not images.is_symlink():
+        with os.scandir(images) as subsets:
+            folders += [images, *sorted(Path(e.path) for e in subsets if e.is_dir(follow_symlinks=False))]
+    stats = []
+    for path in folders:
+        st = os.lstat(path)
+        stats.append((str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stats)
+
+
+def _checked_folder(folder: Path, required: tuple[str, ...], what: str) -> FolderStats | None:
+    """`folder` as checked (None: absent); an error if it is there and not a build of this tool."""
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise PrepError(f"{folder}: is {'a link' if folder.is_symlink() else 'a file'}, not a folder; {what}")
-    if folder.is_dir():
-        problem = not_ours(folder, required)
-        if problem:
-            raise PrepError(f"{folder}: {problem}; kohaku-prep replaces only what it built, with or without "
-                            f"--force: {what}")
+    if not folder.is_dir():
+        return None
+    stats = _folder_stats(folder)  # before looking inside: whatever is added after it shows in confirm
+    problem = not_ours(folder, required)
+    if problem:
+        raise PrepError(f"{folder}: {problem}; kohaku-prep replaces only what it built, with or without "
+                        f"--force: {what}")
+    return stats
 
 
 def output_path(text: str) -> Path:
@@ -189,26 +223,64 @@ def output_path(text: str) -> Path:
     return Path(os.path.abspath(text))
 
 
-def check_output(out: Path, force: bool) -> None:
+@dataclass(frozen=True)
+class CheckedOutput:
+    """A dataset folder that check_output found able to take a new dataset, and what it found there: for
+    the folder and its `.replaced` and `.partial` siblings, their folders' stats (None: absent)."""
+
+    path: Path  # absolute (output_path)
+    force: bool
+    found: dict[Path, FolderStats | None]
+
+    @property
+    def staging(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+    @property
+    def replaced(self) -> Path:
+        return self.path.with_name(self.path.name + ".replaced")
+
+    def confirm(self, folder: Path) -> None:
+        """Refuse to go on when `folder`, about to be discarded or replaced, is no longer as it was checked:
+        created since, or anything added, removed or renamed in it."""
+        was = self.found[folder]
+        if was is None:
+            changed = os.path.lexists(folder)
+        else:
+            try:
+                changed = folder.is_symlink() or _folder_stats(folder) != was
+            except OSError:  # it, or a folder in it, removed
+                changed = True
+        if changed:
+            raise PrepError(f"{folder}: {'appeared' if was is None else 'changed'} while the dataset was being "
+                            "built (it was checked before the metadata was read); nothing in it was touched: run "
+                            "the same command again")
+
+
+def check_output(out: Path, force: bool) -> CheckedOutput:
     """Fail before any work if the output folder cannot take a new dataset. Only a dataset this tool
     built is ever replaced, and only with --force; anything else in the way is refused either way."""
     choose = "choose another --out"
     out = output_path(str(out))
-    _refuse_foreign(out, ("manifest.parquet", "summary.json"), choose)
-    _refuse_foreign(out.with_name(out.name + ".replaced"), ("manifest.parquet", "summary.json"), choose)
-    _refuse_foreign(out.with_name(out.name + ".partial"), (".build-key",), choose)
+    found = {folder: _checked_folder(folder, required, choose) for folder, required in (
+        (out, ("manifest.parquet", "summary.json")),
+        (out.with_name(out.name + ".replaced"), ("manifest.parquet", "summary.json")),
+        (out.with_name(out.name + ".partial"), (".build-key",)))}
     if out.exists() and any(out.iterdir()) and not force:
         raise PrepError(f"{out}: already holds a dataset (its preset.toml: another build, perhaps of another "
                         "preset or seed); pass --force to replace it")
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise PrepError(f"{parent}: not a writable folder")
+    return CheckedOutput(out, force, found)
 
 
-def _prepare_staging(staging: Path, key: str, force: bool, log: Log) -> bool:
+def _prepare_staging(checked: CheckedOutput, key: str, log: Log) -> bool:
     """Create the staging folder, or find the interrupted build of the same key there: True if resuming.
     Only a staging folder of this tool is ever discarded (check_output refused any other)."""
+    staging, force = checked.staging, checked.force
     key_file = staging / ".build-key"
+    checked.confirm(staging)
     if staging.exists():
         if key_file.exists() and key_file.read_text() == key:
             log(f"resuming the interrupted build in {staging}")
@@ -375,12 +447,19 @@ def _write_errors_stop_resumably(staging: Path):
                         "same command again to resume") from None
 
 
-def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict:
+def build_dataset(resolved: Resolved, force: bool, log: Log) -> BuildSummary:
+    """The whole build: the output folder checked first (a mistake in it is told before minutes of reading
+    metadata), then the plan, then the dataset written."""
+    checked = check_output(Path(resolved.preset.output.dir), force)
+    return write_dataset(plan_dataset(resolved.preset, log), resolved, checked, log)
+
+
+def write_dataset(plan: Plan, resolved: Resolved, checked: CheckedOutput, log: Log) -> BuildSummary:
     p = resolved.preset
-    out = output_path(p.output.dir)
-    check_output(out, force)
-    staging = out.with_name(out.name + ".partial")
-    resuming = _prepare_staging(staging, _build_key(resolved, plan), force, log)
+    out, staging = checked.path, checked.staging
+    if out != output_path(p.output.dir):
+        raise ValueError(f"{out} was checked, but output.dir is {p.output.dir}")
+    resuming = _prepare_staging(checked, _build_key(resolved, plan), log)
     with FolderLock(staging), _write_errors_stop_resumably(staging):
         extracted = copy_images(plan, staging, p, resuming)
         ok = np.array([not f for f in extracted.failure])
@@ -412,21 +491,25 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
         per = p.output.ids_per_folder
         image_dirs = [final / dataset_format.subset_folder(f) for f in np.unique(written // per).tolist()]
         write_atomic(staging / "dataset.toml", dataset_format.dataset_toml(p.dataset, image_dirs, header))
-        caption_record = report.caption_record(
+        caption_record = CaptionRecord.from_counts(
             _value_counts(plan.posts["rating"].take(rows)),
             _value_counts(plan.caps.quality.take(rows)),
             _value_counts(plan.caps.year.take(rows)),
             captions.top_tags(plan.caps.tag_counts, report.TOP_TAGS),
             captions.top_tags_by_category(plan.caps.tag_counts, report.TOP_TAGS_PER_CATEGORY))
         summary = _summary(resolved, plan, stages, failures, len(image_dirs), caption_record)
-        write_atomic(staging / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_atomic(staging / "summary.json", summary.to_json())
         write_atomic(staging / "preset.toml", resolved.to_toml())
         report.write_report(staging, summary, written, manifest["width"].to_numpy(), manifest["height"].to_numpy())
     os.sync()  # every file on disk before the folder is published under its final name
+    # check_output looked at every file of these before the plan; what is left to confirm is that nothing
+    # was put in them since (a stat per folder), while the build can still resume
+    checked.confirm(out)
+    checked.confirm(checked.replaced)
     (staging / ".lock").unlink()
     (staging / ".build-key").unlink()
     if out.exists():
-        old = out.with_name(out.name + ".replaced")  # a dataset of this tool, if any (check_output)
+        old = checked.replaced  # a dataset of this tool, if any
         if old.exists():
             shutil.rmtree(old)
         out.rename(old)
@@ -437,24 +520,20 @@ def write_dataset(plan: Plan, resolved: Resolved, force: bool, log: Log) -> dict
     return summary
 
 
-def _summary(resolved: Resolved, plan: Plan, stages: list, failures: Counter, n_folders: int,
-             caption_record: dict) -> dict:
+def _summary(resolved: Resolved, plan: Plan, stages: list[selection.Stage], failures: Counter, n_folders: int,
+             caption_record: CaptionRecord) -> BuildSummary:
     p = resolved.preset
-    pools = [{"stage": selection.pool_name(pool.start, pool.end), "start": pool.start, "end": pool.end}
-             for pool in sorted(p.selection.pools, key=lambda pool: pool.start)]
-    return {
-        "preset": {"layers": resolved.layers, "overrides": resolved.overrides},
-        "seed": resolved.preset.selection.seed,
-        "stages": [asdict(s) for s in stages],
-        "bad_metadata": {"mode": resolved.preset.input.bad_metadata,
-                         "left_out": {s.name: s.dropped for s in stages if s.name in bad_metadata.PROBLEM_ORDER}},
-        "images": {"written": stages[-1].kept, "failed": dict(failures), "subset_folders": n_folders,
-                   "duplicate_members": plan.index.duplicates, "unreadable_shards": plan.index.unreadable},
-        "inputs": plan.inputs,
-        "versions": versions(VERSIONED),
-        # what the report draws from, beside the manifest: the caption tags' counts over the images
-        # written, the pools' id ranges, and the bucket settings that plan.py simulates sd-scripts with
-        "captions": caption_record,
-        "pools": pools,
-        "dataset": asdict(p.dataset),
-    }
+    return BuildSummary(
+        preset=PresetRecord(resolved.layers, resolved.overrides),
+        seed=p.selection.seed,
+        stages=stages,
+        bad_metadata=BadMetadataRecord.of(p.input.bad_metadata, stages),
+        images=ImagesRecord(stages[-1].kept, dict(failures), n_folders, plan.index.duplicates,
+                            plan.index.unreadable),
+        inputs=plan.inputs,
+        versions=versions(VERSIONED),
+        captions=caption_record,
+        pools=[PoolRecord(selection.pool_name(pool.start, pool.end), pool.start, pool.end)
+               for pool in sorted(p.selection.pools, key=lambda pool: pool.start)],
+        dataset=p.dataset,
+    )

@@ -156,17 +156,17 @@ def build_captions(ids: np.ndarray, created_at: pa.Array, rating: np.ndarray, fa
 
 
 def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray, created_at: pa.ChunkedArray,
-                  rating: np.ndarray, fav: np.ndarray, rule: CaptionRule,
-                  skipped: list[bad_metadata.Skip] | None = None) -> Captions:
+                  rating: np.ndarray, fav: np.ndarray, rule: CaptionRule, bad_rows: bad_metadata.BadRows
+                  ) -> Captions:
     """Captions of all posts `ids`, built a chunk of posts at a time (memory stays bounded).
 
     A post with a tag that cannot go into a caption (bad_metadata.TAG_PROBLEMS: it would corrupt the layout)
-    is an error with `skipped` None; else it is left out, counted in `skipped`, and missing from Captions.ids.
+    is reported to `bad_rows`: an error, or it is left out (missing from Captions.ids).
     """
     rows, parts, covered = [], [], 0
     for chunk_ids, tags in read_ahead(chunks):
         covered += len(chunk_ids)
-        chunk_ids, tags = metadata.leave_out_bad_tags(chunk_ids, tags, skipped)
+        chunk_ids, tags = metadata.leave_out_bad_tags(chunk_ids, tags, bad_rows)
         at = np.searchsorted(ids, chunk_ids)
         rows.append(at)
         parts.append(build_captions(chunk_ids, created_at.take(pa.array(at)), rating[at], fav[at], tags, rule))

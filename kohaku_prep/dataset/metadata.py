@@ -25,18 +25,16 @@ from kohaku_prep.dataset import layouts
 from kohaku_prep.dataset.bad_metadata import (
     BAD_FAV_COUNT,
     DUPLICATE_ID,
-    LENIENT_HINT,
     NO_YEAR,
     NOT_UTF8,
     NULL_FLAG,
     NULL_ID,
     TAG_PROBLEMS,
     UNKNOWN_RATING,
+    BadRows,
     NameCheck,
     RowChecks,
-    Skip,
     check_names,
-    count_skip,
     invalid_utf8,
 )
 from kohaku_prep.dataset.years import created_years
@@ -199,14 +197,13 @@ def locate(path: Path, shape: str = "auto", columns: dict[str, str] | None = Non
     return Metadata("flat", files, layout=layout.name, columns=layouts.column_names(layout.columns, columns or {}))
 
 
-def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = None,
-               dated: bool = False) -> pa.Table:
+def read_posts(meta: Metadata, rating_scheme: str, bad_rows: BadRows, dated: bool = False) -> pa.Table:
     """id, created_at, rating (int8 0..3), fav_count, file_ext, is_deleted, is_hidden; sorted by id.
 
     Bad rows: a null id, a text column that is not UTF-8, an unknown or null rating, a null or negative
     fav_count, with `dated` a created_at without a year, a null is_deleted or is_banned, and an id
-    on more than one row. With `skipped` None the first is an error; else such posts are left out (every
-    copy of a duplicated id, whatever the file order) and each kind is counted in `skipped`.
+    on more than one row, each reported to `bad_rows`: an error, or such posts are left out (every copy of a
+    duplicated id, whatever the file order).
     """
     tables, files, n_read = [], [], 0
     for k, path in enumerate(meta.post_files):
@@ -219,7 +216,7 @@ def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = 
                  if meta.columns.get(c, c) in schema.names}
         table = _read_columns(path, pf, kinds, meta.columns)
         n_read += table.num_rows
-        tables.append(_normalize_posts(path, table, rating_scheme, dated, skipped))
+        tables.append(_normalize_posts(path, table, rating_scheme, dated, bad_rows))
         files.append(np.full(tables[-1].num_rows, k, np.int32))
     if n_read == 0:
         raise PrepError(f"{meta.post_files[0]}: the metadata holds no posts")
@@ -235,19 +232,16 @@ def read_posts(meta: Metadata, rating_scheme: str, skipped: list[Skip] | None = 
         first = ids[np.argmax(same)]
         where = ", ".join(sorted({meta.post_files[f].name for f in file_of[ids == first].tolist()}))
         n_ids = int((same & ~np.concatenate([[False], same[:-1]])).sum())
-        if skipped is None:
-            raise PrepError(f"post id {first} appears more than once in the metadata (in {where}); {n_ids:,} "
-                            f"id(s) on {int(copies.sum()):,} rows in all; input.bad_metadata = \"skip\" leaves "
-                            "out every copy")
-        count_skip(skipped, DUPLICATE_ID, int(copies.sum()),
-                    f"every copy of {n_ids:,} id(s) left out; first: post {first} in {where}")
+        bad_rows.found(DUPLICATE_ID, int(copies.sum()),
+                       f"every copy of {n_ids:,} id(s) left out; first: post {first} in {where}",
+                       f"post id {first} appears more than once in the metadata (in {where}); {n_ids:,} id(s) on "
+                       f"{int(copies.sum()):,} rows in all", 'input.bad_metadata = "skip" leaves out every copy')
         posts = posts.filter(pa.array(~copies))
     return posts
 
 
-def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str, dated: bool,
-                     skipped: list[Skip] | None) -> pa.Table:
-    rows = RowChecks(path, t["id"], skipped)
+def _normalize_posts(path: Path, t: pa.Table, rating_scheme: str, dated: bool, bad_rows: BadRows) -> pa.Table:
+    rows = RowChecks(path, t["id"], bad_rows)
     rows.check(NULL_ID, "id", t["id"], _is_null(t["id"]), "null value(s)")
     text = {}
     for name in _TEXT_COLUMNS:
@@ -347,11 +341,10 @@ class Positions:
         return np.where(self.ids[at] == values, at, -1)
 
 
-def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, skipped: list[Skip] | None
-                       ) -> tuple[np.ndarray, TagRows]:
-    """The posts of a chunk with a tag that cannot go into a caption (TAG_PROBLEMS): with `skipped` None
-    an error naming the first post, its tag and the tag's category; else left out and counted in
-    `skipped`. Free when the chunk's names are all fine (tags.problem is None)."""
+def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, bad_rows: BadRows) -> tuple[np.ndarray, TagRows]:
+    """The posts of a chunk with a tag that cannot go into a caption (TAG_PROBLEMS), reported to `bad_rows`
+    (an error naming the first post, its tag and the tag's category) and left out. Free when the chunk's
+    names are all fine (tags.problem is None)."""
     if tags.problem is None:
         return chunk_ids, tags
     code = tags.problem[tags.names.indices.to_numpy(zero_copy_only=False)]
@@ -369,12 +362,11 @@ def leave_out_bad_tags(chunk_ids: np.ndarray, tags: TagRows, skipped: list[Skip]
         return (f"post {chunk_ids[tags.post_index[row]]}, {CATEGORY_NAMES[tags.category[row]]} tag "
                 f"{tags.bad_names[entry]}")
 
-    if skipped is None:
-        raise PrepError(f"{tags.source}: {shown(rows[0])} {TAG_PROBLEMS[code[rows[0]] - 1][1]}; {LENIENT_HINT}")
+    error = f"{tags.source}: {shown(rows[0])} {TAG_PROBLEMS[code[rows[0]] - 1][1]}"  # the chunk's first bad post
     for c in np.unique(code[rows]).tolist():
         of_code = rows[code[rows] == c]
-        count_skip(skipped, TAG_PROBLEMS[c - 1][0], len(of_code),
-                    f"first: {tags.source.name if tags.source else ''}, {shown(of_code[0])}")
+        bad_rows.found(TAG_PROBLEMS[c - 1][0], len(of_code),
+                       f"first: {tags.source.name if tags.source else ''}, {shown(of_code[0])}", error)
     keep = np.ones(len(chunk_ids), bool)
     keep[post] = False
     row_kept = keep[tags.post_index]

@@ -1,45 +1,32 @@
-"""The dataset report: report.md, its charts (report-*.png) and report.html, from summary.json and the
-manifest's ids and image sizes alone.
+"""The dataset report: report.md, its charts (report-*.png) and report.html, from the build's summary
+(summary.json) and the manifest's ids and image sizes alone.
 
 Each chart is drawn from `Table`s, and report.md prints the same tables: what is seen and what is read
 are one set of numbers. Buckets come from bucketing.py's simulation of sd-scripts, as `plan` prints them.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from kohaku_prep import bucketing, charts
 from kohaku_prep.charts import Chart, Table
-from kohaku_prep.dataset.captions import QUALITY_TAGS, RATING_TAGS, YEAR_BANDS
-from kohaku_prep.dataset.metadata import CATEGORY_NAMES, RATING_NAMES
+from kohaku_prep.dataset.captions import QUALITY_TAGS, YEAR_BANDS
+from kohaku_prep.dataset.metadata import CATEGORY_NAMES
 from kohaku_prep.dataset.selection import Stage, stage_lines
+from kohaku_prep.dataset.summary import NO_TAG, RATING_ORDER, BuildSummary
 from kohaku_prep.errors import PrepError
 from kohaku_prep.fsutil import write_atomic
-from kohaku_prep.preset import DatasetSection
 
-RATING_ORDER = [f"{name} ({tag})" for name, tag in zip(RATING_NAMES, RATING_TAGS)]
-QUALITY_ORDER = [*reversed(QUALITY_TAGS), "(none)"]
-YEAR_ORDER = [band for _, band in YEAR_BANDS] + ["(none)"]
+QUALITY_ORDER = [*reversed(QUALITY_TAGS), NO_TAG]
+YEAR_ORDER = [band for _, band in YEAR_BANDS] + [NO_TAG]
 TOP_TAGS, TOP_TAGS_PER_CATEGORY = 50, 20
 # aspect ratio (width / height) bins a quarter of an octave wide, the square bin centred on 1:1
 ASPECT_STEPS = np.arange(-8, 9)
 MEGAPIXEL_EDGES = (0, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16)
 TAG_GRID = (2, 3)  # rows, columns: the five categories
-
-
-def caption_record(ratings: dict, qualities: dict, years: dict, top: list, by_category: dict) -> dict:
-    """What summary.json keeps of the captions for the report: the tags' counts over the images written,
-    the most frequent tags' over every post captioned."""
-    def named(counts: dict) -> dict:
-        return {("(none)" if k is None else k): int(n) for k, n in counts.items()}
-    return {"ratings": {RATING_ORDER[r]: int(n) for r, n in ratings.items()}, "quality": named(qualities),
-            "years": named(years), "top_tags": [[t, int(n)] for t, n in top],
-            "top_tags_by_category": {c: [[t, int(n)] for t, n in tags] for c, tags in by_category.items()}}
 
 
 def _counts_table(title: str, counts: dict, order: list[str]) -> Table:
@@ -48,14 +35,14 @@ def _counts_table(title: str, counts: dict, order: list[str]) -> Table:
     return Table(title, ["", "images", "share %"], rows)
 
 
-def _pool_table(summary: dict, ids: np.ndarray) -> Table:
-    stages = {s["name"]: s for s in summary["stages"]}
+def _pool_table(summary: BuildSummary, ids: np.ndarray) -> Table:
+    stages = {s.name: s for s in summary.stages}
     rows = []
-    for pool in summary["pools"]:
-        stage = stages[pool["stage"]]
-        end = np.iinfo(np.int64).max if pool["end"] is None else pool["end"]
-        written = int(np.searchsorted(ids, end) - np.searchsorted(ids, pool["start"]))
-        rows.append((pool["stage"], stage["kept"] + stage["dropped"], stage["kept"], written))
+    for pool in summary.pools:
+        stage = stages[pool.stage]
+        end = np.iinfo(np.int64).max if pool.end is None else pool.end
+        written = int(np.searchsorted(ids, end) - np.searchsorted(ids, pool.start))
+        rows.append((pool.stage, stage.kept + stage.dropped, stage.kept, written))
     return Table("Per pool", ["pool", "in the pool", "sampled", "written"], rows,
                  "written: the pool's images in the dataset, after every filter")
 
@@ -80,27 +67,19 @@ def _megapixel_table(widths: np.ndarray, heights: np.ndarray) -> Table:
     return Table("Image size (megapixels)", ["from", "below", "images"], rows)
 
 
-def _require(summary: dict, key: str) -> Any:
-    """A section of summary.json (JSON: its shape is the build's)."""
-    if key not in summary:
-        raise PrepError(f"summary.json has no '{key}': the dataset was built by an older kohaku-prep; "
-                        "build it again to draw its report")
-    return summary[key]
-
-
-def report_tables(summary: dict, ids: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> dict[str, Table]:
+def report_tables(summary: BuildSummary, ids: np.ndarray, widths: np.ndarray, heights: np.ndarray
+                  ) -> dict[str, Table]:
     """Every table of the report, by name. `ids` sorted, `widths` and `heights` theirs, as in the manifest."""
-    caps, ds = _require(summary, "captions"), DatasetSection(**_require(summary, "dataset"))
-    _require(summary, "pools")
+    caps, ds = summary.captions, summary.dataset
     buckets = bucketing.bucket_counts(widths, heights, ds)
-    archive = [s["dropped"] for s in summary["stages"] if s["name"] == "image not in the archive"]
+    archive = [s.dropped for s in summary.stages if s.name == "image not in the archive"]
     not_written = [("image not in the archive", sum(archive))] if sum(archive) else []
-    not_written += sorted(summary["images"]["failed"].items())
-    by_category = [(c, t, n) for c in CATEGORY_NAMES for t, n in caps["top_tags_by_category"].get(c, [])]
+    not_written += sorted(summary.images.failed.items())
+    by_category = [(c, t, n) for c in CATEGORY_NAMES for t, n in caps.top_tags_by_category.get(c, [])]
     repeats = f" x {ds.num_repeats} repeats" if ds.num_repeats > 1 else ""
     return {
         "stages": Table("Selection", ["stage", "kept", "dropped", "note"],
-                        [(s["name"], s["kept"], s["dropped"], s["note"]) for s in summary["stages"]]),
+                        [(s.name, s.kept, s.dropped, s.note) for s in summary.stages]),
         "pools": _pool_table(summary, ids),
         "buckets": Table("Buckets sd-scripts will use", ["width", "height", f"images{repeats}", "batches"],
                          bucketing.bucket_rows(buckets, ds.batch_size),
@@ -108,10 +87,10 @@ def report_tables(summary: dict, ids: np.ndarray, widths: np.ndarray, heights: n
                          f"{ds.bucket_reso_steps}, batch size {ds.batch_size}", plain=("width", "height")),
         "aspect": _aspect_table(widths, heights),
         "megapixels": _megapixel_table(widths, heights),
-        "ratings": _counts_table("Rating", caps["ratings"], RATING_ORDER),
-        "quality": _counts_table("Quality tag", caps["quality"], QUALITY_ORDER),
-        "years": _counts_table("Year tag", caps["years"], YEAR_ORDER),
-        "top_tags": Table("Most frequent tags", ["tag", "in captions"], [tuple(r) for r in caps["top_tags"]]),
+        "ratings": _counts_table("Rating", caps.ratings, RATING_ORDER),
+        "quality": _counts_table("Quality tag", caps.quality, QUALITY_ORDER),
+        "years": _counts_table("Year tag", caps.years, YEAR_ORDER),
+        "top_tags": Table("Most frequent tags", ["tag", "in captions"], list(caps.top_tags)),
         "tags_by_category": Table("Most frequent tags per category", ["category", "tag", "in captions"],
                                   by_category),
         "not_written": Table("Images not written", ["reason", "images"], not_written),
@@ -258,17 +237,19 @@ def report_markdown(tables: dict[str, Table]) -> str:
     return "\n".join(lines)
 
 
-def report_files(summary: dict, ids: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> dict[str, bytes | str]:
+def report_files(summary: BuildSummary, ids: np.ndarray, widths: np.ndarray, heights: np.ndarray
+                 ) -> dict[str, bytes | str]:
     """Every report file by name: report.md, the charts and report.html."""
     tables = report_tables(summary, ids, widths, heights)
-    pngs = draw_charts(tables, summary["dataset"]["batch_size"])
-    written = summary["images"]["written"]
+    pngs = draw_charts(tables, summary.dataset.batch_size)
+    written = summary.images.written
     intro = f"{written:,} images with captions; kept and dropped per stage, buckets, sizes, caption tags."
     page = charts.html_page("Dataset report", intro, report_charts(tables), pngs)
     return {"report.md": report_markdown(tables), **pngs, "report.html": page}
 
 
-def write_report(folder: Path, summary: dict, ids: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> list[str]:
+def write_report(folder: Path, summary: BuildSummary, ids: np.ndarray, widths: np.ndarray, heights: np.ndarray
+                 ) -> list[str]:
     files = report_files(summary, ids, widths, heights)
     for name, data in files.items():
         write_atomic(folder / name, data)
@@ -281,7 +262,7 @@ def redraw(dataset: Path) -> list[str]:
     if not manifest.is_file() or not summary_path.is_file():
         raise PrepError(f"{dataset}: not a built dataset (it needs manifest.parquet and summary.json)")
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = BuildSummary.from_json(summary_path.read_text(encoding="utf-8"))
         sizes = pq.read_table(manifest, columns=["id", "width", "height"])
     except (OSError, ValueError) as exc:
         raise PrepError(f"{dataset}: cannot read its manifest or summary ({exc})") from None

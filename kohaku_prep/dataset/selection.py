@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kohaku_prep.dataset.bad_metadata import Skip
+from kohaku_prep.dataset.bad_metadata import BadRows, Skip
 from kohaku_prep.preset import FiltersSection, SelectionSection
 from kohaku_prep.seeded import rank_keys
 
@@ -44,21 +44,21 @@ def pool_name(start: int, end: int | None) -> str:
     return f"pool [{start:,}, {'∞' if end is None else f'{end:,}'})"
 
 
-def _skip_stages(kept: int, skipped: Sequence[Skip]) -> list[Stage]:
+def _skip_stages(kept: int, left_out: Sequence[Skip]) -> list[Stage]:
     stages = []
-    for skip in skipped:
+    for skip in left_out:
         kept -= skip.count
         stages.append(Stage(skip.problem, kept, skip.count, skip.first))
     return stages
 
 
-def select(posts: pa.Table, selection: SelectionSection, filters: FiltersSection,
-           skipped: Sequence[Skip] = ()) -> Selection:
-    """`posts` as read_posts returns them; `skipped`: the posts it left out as bad metadata, each kind a
+def select(posts: pa.Table, selection: SelectionSection, filters: FiltersSection, bad_posts: BadRows) -> Selection:
+    """`posts` as read_posts returns them; `bad_posts`: what it reported, each kind of post it left out a
     stage before the pools (so a quota is drawn from good posts only)."""
     ids = posts["id"].to_numpy()
-    read = len(ids) + sum(s.count for s in skipped)
-    stages = [Stage("metadata", read, 0), *_skip_stages(read, skipped)]
+    left_out = bad_posts.left_out
+    read = len(ids) + sum(s.count for s in left_out)
+    stages = [Stage("metadata", read, 0), *_skip_stages(read, left_out)]
     chosen = []
     in_some_pool = np.zeros(len(ids), bool)
     for pool in sorted(selection.pools, key=lambda p: p.start):
@@ -105,9 +105,9 @@ def require_images(sel: Selection, present_ids: np.ndarray) -> Selection:
     return Selection(sel.ids[present], [*sel.stages, stage])
 
 
-def leave_out(sel: Selection, kept_ids: np.ndarray, skipped: Sequence[Skip]) -> Selection:
-    """The selection less posts found bad after it (their tags), a stage for each kind of problem."""
-    return Selection(kept_ids, [*sel.stages, *_skip_stages(len(sel.ids), skipped)])
+def leave_out(sel: Selection, kept_ids: np.ndarray, bad_tags: BadRows) -> Selection:
+    """The selection less the posts found bad after it (their tags), a stage for each kind of problem."""
+    return Selection(kept_ids, [*sel.stages, *_skip_stages(len(sel.ids), bad_tags.left_out)])
 
 
 def stage_lines(stages: list[Stage]) -> list[str]:
