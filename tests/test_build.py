@@ -237,12 +237,23 @@ def test_dated_update_shard_wins(sample_root):
     assert len(dated) == 1
 
 
-def test_unreadable_shard_is_reported_not_fatal(copy_sample, tmp_path):
+def test_unreadable_shard_is_reported_not_fatal(copy_sample, sample_dataset, tmp_path):
     shard = sorted((copy_sample / "images" / "recent").glob("*.tar"))[0]
+    index = images.index_images(copy_sample / "images")
+    in_shard = {index.file_name(r) for r in range(len(index.ids)) if index.sources[index.source[r]] == shard}
     shard.write_bytes(b"\x00garbage" * 10)
-    summary = build_sample(copy_sample, tmp_path / "out")
-    assert len(summary["images"]["unreadable_shards"]) <= 1
-    assert summary["images"]["written"] < 1451
+    out = tmp_path / "out"
+    resolved = resolve_sample(copy_sample, out)
+    logged: list[str] = []
+    summary = build.write_dataset(build.plan_dataset(resolved.preset, logged.append), resolved, False, QUIET)
+    problem = f"{shard}: truncated header"  # tarfile's own reason
+    assert summary["images"]["unreadable_shards"] == [problem]
+    assert logged.count(f"warning: unreadable shard skipped: {problem}") == 1
+    # exactly the clean build's images less those the shard held
+    clean = {p.name for p in (sample_dataset / "images").rglob("*") if p.suffix != ".txt"}
+    lost = clean & in_shard
+    assert len(lost) > 0 and summary["images"]["written"] == 1451 - len(lost)
+    assert {p.name for p in (out / "images").rglob("*") if p.suffix != ".txt"} == clean - lost
 
 
 def test_staging_leaves_no_temporary_files(sample_dataset):
