@@ -2,8 +2,10 @@
 import tomllib
 
 from click.testing import CliRunner
+from helpers import preset_golden
 
 from kohaku_prep.cli import main
+from kohaku_prep.preset import shipped_presets
 
 
 def run(*args):
@@ -48,7 +50,8 @@ def test_dataset_end_to_end_prints_overrides_and_stages(sample_root, tmp_path):
 
 def test_presets_lists_shipped_presets():
     result = run("presets")
-    assert result.exit_code == 0 and result.output.startswith("epsilon ")
+    assert result.exit_code == 0
+    assert result.output == "".join(preset_golden(path, "listing.txt") for path in shipped_presets())
 
 
 def test_validate_prints_the_resolved_preset():
