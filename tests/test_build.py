@@ -61,9 +61,11 @@ def test_dataset_toml_keys_are_allowed_at_their_level(sample_dataset):
 
 def test_summary_counts_every_stage(sample_dataset):
     summary = json.loads((sample_dataset / "summary.json").read_text())
-    stages = {s["name"]: (s["kept"], s["dropped"]) for s in summary["stages"]}
-    assert stages["metadata"] == (2400, 0)
-    assert stages["image unreadable"] == (1451, 1)
+    assert [(s["name"], s["kept"], s["dropped"]) for s in summary["stages"]] == [
+        ("metadata", 2400, 0), ("pool [0, 2,000,000)", 320, 357), ("pool [2,000,000, 5,000,000)", 650, 315),
+        ("pool [5,000,000, \u221e)", 758, 0), ("deleted", 1680, 48), ("hidden (Gold-only or banned)", 1603, 77),
+        ("not a still image", 1493, 110), ("image not in the archive", 1452, 41),
+        ("created_at without a year", 1452, 0), ("image unreadable", 1451, 1)]
     assert summary["images"]["failed"] == {"not a decodable image": 1}
     assert summary["images"]["duplicate_members"] == 1
     assert summary["seed"] == 1337 and len(summary["inputs"]) == 2
