@@ -78,12 +78,12 @@ def test_unknown_and_mistyped_keys_are_all_reported_with_file_and_fix(tmp_path):
     bad.write_text('[selection]\nsed = 3\n[dataset]\nbatch_size = "4"\nshuffle_caption = 1\n[captions]\nx = 1\n')
     with pytest.raises(PrepError) as err:
         resolve(bad)
-    text = str(err.value)
-    assert "4 problem(s)" in text
-    assert f"{bad}: unknown key 'selection.sed'; did you mean 'selection.seed'?" in text
-    assert f"{bad}: 'dataset.batch_size' must be an integer, got '4'" in text
-    assert f"{bad}: 'dataset.shuffle_caption' must be true or false, got 1" in text
-    assert f"{bad}: unknown key 'captions'; did you mean 'caption'?" in text
+    assert str(err.value).splitlines() == [
+        "4 problem(s) in the preset:",
+        f"  {bad}: unknown key 'captions'; did you mean 'caption'?",
+        f"  {bad}: unknown key 'selection.sed'; did you mean 'selection.seed'?",
+        f"  {bad}: 'dataset.batch_size' must be an integer, got '4'",
+        f"  {bad}: 'dataset.shuffle_caption' must be true or false, got 1"]
 
 
 def test_layers_and_overrides_in_order(tmp_path):
