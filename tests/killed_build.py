@@ -9,6 +9,7 @@ runs `kohaku-prep ARGS...` and kills the process at the N-th time (counted in th
     manifest  writing the manifest (killed after its first row group, the file left unfinished)
     file      writing one of the small files: dataset.toml, summary.json, preset.toml and the report's files
               (its temporary file left half written)
+    chart     writing one of the report's charts (report-*.png; its temporary file left half written)
     publish   every file written, the staging folder not yet renamed to the output
 
 Just before the kill it appends "POINT N FILE" to MARKER, so a test sees which point was reached; a run
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from kohaku_prep import cli, fsutil
 from kohaku_prep.dataset import build, report
 
-POINTS = ("image", "caption", "manifest", "file", "publish")
+POINTS = ("image", "caption", "manifest", "file", "chart", "publish")
 
 
 def install(point: str, n: int, marker: Path) -> None:
@@ -59,7 +60,7 @@ def install(point: str, n: int, marker: Path) -> None:
     write_atomic = fsutil.write_atomic
 
     def killing_write_atomic(path, data):
-        if reached("file"):
+        if reached("chart" if path.name.startswith("report-") and path.suffix == ".png" else "file"):
             tmp = fsutil.new_temp_path(path)
             tmp.write_bytes((data.encode() if isinstance(data, str) else data)[:len(data) // 2])
             kill(path.name)
