@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers, reference_caption, nasty_posts
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers, nasty_posts, reference.reference_caption
 
 from helpers import build_sample  # noqa: E402
 

@@ -16,6 +16,10 @@ from kohaku_prep.preset import PRESET_DIR, resolve
 
 TESTS = Path(__file__).resolve().parent
 GOLDEN = TESTS / "golden"
+# One folder of golden files per shipped preset, named by its stem: adding a preset fails the tests until its
+# goldens are written, and removing one fails them until its goldens go too.
+PRESET_GOLDEN = GOLDEN / "presets"
+PRESET_GOLDEN_FILES = ["launch.argv", "listing.txt", "resolved.toml", "train.toml"]
 CATEGORIES = ["general", "character", "copyright", "artist", "meta"]
 # CLIP's BPE file ships inside open-clip-torch, which `make setup` installs without its dependencies (torch):
 # a plain `pip install -e '.[test]'` lacks it
@@ -105,6 +109,11 @@ def make_state(output: Path, name: str, step: int, complete: bool = True) -> Pat
     if complete:
         (folder / "random_states_0.pkl").write_bytes(b"")
     return folder
+
+
+def preset_golden(preset: Path, name: str) -> str:
+    """The golden file `name` of the shipped preset `preset`."""
+    return (PRESET_GOLDEN / preset.stem / name).read_text(encoding="utf-8")
 
 
 def assert_same_tree(a: Path, b: Path):

@@ -1,6 +1,6 @@
 """Random flat-shape (recipe section 1, shape A) posts full of caption edge cases.
 
-Meant for cross-checking the real caption code against tests/reference_caption.py:
+Meant for cross-checking the real caption code against tests/reference/reference_caption.py:
 same seed, same posts, on any machine (only random.Random(seed) is used).
 """
 

@@ -6,7 +6,14 @@ from helpers import CATEGORIES, flat_post, run_captions, write_flat, write_norma
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nasty_posts import ARTIST, CHARACTER, COPYRIGHT, GENERAL, META_DROPPED, META_KEPT, nasty_posts
-from reference_caption import EPSILON_QUALITY, SPECIAL, format_tag, percentile_thresholds, reference_caption, split_tags
+from reference.reference_caption import (
+    EPSILON_QUALITY,
+    SPECIAL,
+    format_tag,
+    percentile_thresholds,
+    reference_caption,
+    split_tags,
+)
 
 from kohaku_prep.dataset import captions, metadata
 from kohaku_prep.dataset.bad_metadata import BadRows

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import run_captions, write_normalized
 from nasty_posts import nasty_posts
-from reference_caption import reference_caption
+from reference.reference_caption import reference_caption
 from test_bad_metadata import write_images
 
 from kohaku_prep.cli import main

@@ -2,15 +2,14 @@
 Each must end in a clear message and a build that, run again, finishes byte-identical to a clean one."""
 import errno
 import io
-import os
+import re
 import signal
 import subprocess
 import sys
 import tarfile
-import time
 
 import pytest
-from helpers import SAMPLE_OVERRIDES, assert_same_tree, build_sample
+from helpers import SAMPLE_OVERRIDES, TESTS, assert_same_tree, build_sample
 from PIL import Image
 
 from kohaku_prep.dataset import build, images
@@ -24,25 +23,59 @@ def assert_same_dataset(out, reference):
             str(reference).encode(), str(out).encode())
 
 
-def files_in(folder) -> int:
-    return sum(len(files) for _, _, files in os.walk(folder))
+def dataset_command(sample_root, out) -> list[str]:
+    return ["dataset", "--metadata", str(sample_root / "metadata" / "flat"), "--images", str(sample_root / "images"),
+            "--out", str(out), "--force", *SAMPLE_OVERRIDES]
+
+
+def killed_at(point: str, n: int, args: list[str], marker) -> str:
+    """Run the build to its n-th `point` (see killed_build.py), where it SIGKILLs itself; the file it was
+    writing then."""
+    killed = subprocess.run([sys.executable, str(TESTS / "killed_build.py"), point, str(n), str(marker), "--",
+                             *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, (point, n, killed.stderr)  # not finished, nor failed
+    *_, last = marker.read_text().splitlines()
+    reached_point, reached_n, name = last.split(" ", 2)
+    assert (reached_point, reached_n) == (point, str(n))
+    return name
+
+
+def assert_resumes_to_the_same_dataset(args, out, sample_dataset):
+    subprocess.run([sys.executable, "-m", "kohaku_prep", *args], check=True, capture_output=True)
+    assert not out.with_name(out.name + ".partial").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in sample_dataset.iterdir())
+    assert_same_dataset(out, sample_dataset)
+
+
+# Where each run is killed (counted within that run), in order, each run resuming the last: images cut off
+# mid-write, the last images and the first caption, captions cut off mid-write, and everything written but
+# the staging folder not yet published. Each point is reached whatever the machine's speed.
+KILL_POINTS = [("image", 1), ("image", 300), ("image", 900), ("caption", 1), ("caption", 900),
+               ("caption", 300), ("publish", 1)]
 
 
 def test_killed_builds_resume_to_the_same_dataset(sample_root, sample_dataset, tmp_path):
-    out, staging = tmp_path / "dataset", tmp_path / "dataset.partial"
-    command = [sys.executable, "-m", "kohaku_prep", "dataset", "--metadata", str(sample_root / "metadata" / "flat"),
-               "--images", str(sample_root / "images"), "--out", str(out), "--force", *SAMPLE_OVERRIDES]
-    interrupted = 0
-    for written in (1, 300, 900, 1500, 2400, 2800):  # SIGKILL once the staging folder holds this many files
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and files_in(staging) < written:
-            time.sleep(0.002)
-        proc.kill()
-        interrupted += proc.wait() == -signal.SIGKILL
-    assert interrupted >= 4
-    subprocess.run(command, check=True, capture_output=True)
-    assert not staging.exists()
-    assert_same_dataset(out, sample_dataset)
+    out, marker = tmp_path / "dataset", tmp_path / "kills.txt"
+    args = dataset_command(sample_root, out)
+    names = [killed_at(point, n, args, marker) for point, n in KILL_POINTS]
+    assert not out.exists() and (tmp_path / "dataset.partial").is_dir()
+    assert [names[i].rsplit(".", 1)[-1] != "txt" for i in range(6)] == [True] * 3 + [False] * 3
+    assert_resumes_to_the_same_dataset(args, out, sample_dataset)
+
+
+# a write killed under its temporary name leaves that file in the staging folder: the rerun must neither
+# publish it nor take it for someone else's file
+@pytest.mark.parametrize("point, n", [pytest.param("manifest", 1, id="manifest"),
+                                      pytest.param("file", 1, id="dataset.toml"),
+                                      pytest.param("chart", 1, id="a report chart")])
+def test_a_build_killed_writing_a_file_under_a_temporary_name_resumes_to_the_same_dataset(
+        sample_root, sample_dataset, tmp_path, point, n):
+    out = tmp_path / "dataset"
+    args = dataset_command(sample_root, out)
+    name = killed_at(point, n, args, tmp_path / "kills.txt")
+    assert re.fullmatch({"manifest": "manifest.parquet", "file": "dataset.toml", "chart": r"report-.*\.png"}[point],
+                        name)
+    assert_resumes_to_the_same_dataset(args, out, sample_dataset)
 
 
 def full_disk_after(calls: int, monkeypatch):

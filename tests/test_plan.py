@@ -73,10 +73,11 @@ def test_plan_of_the_sample(sample_dataset):
     assert "--lr_warmup_steps 4,000" in text and "warmup outlasts the run" in text and "ETA" in text
 
 
-@pytest.mark.parametrize("seconds, text", [(49.5, "11 d 15 h 52 min"), (1.0, "5 h 39 min")])
+@pytest.mark.parametrize("seconds, text", [(49.5, "11 d 15 h 52 min at 49.5 s"), (1.0, "5 h 39 min at 1 s")])
 def test_eta(seconds, text):
     steps = plan.step_plan(card_buckets(), epsilon())
-    assert any(text in line for line in plan.plan_lines(steps, seconds, 1, 1))
+    lines = plan.plan_lines(steps, seconds, 1, 1)
+    assert [line for line in lines if line.startswith("ETA")] == [f"ETA               {text} per optimizer step"]
 
 
 def test_max_steps_ends_the_run_early():

@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import GOLDEN
+from helpers import preset_golden
 
 from kohaku_prep import interface
 from kohaku_prep.errors import PrepError
@@ -27,11 +27,16 @@ def test_every_emitted_option_is_one_the_trainer_accepts(path):
     assert interface.check_training_config(config) == []
 
 
-def test_epsilon_training_toml_matches_golden():
+@pytest.mark.parametrize("path", shipped_presets(), ids=lambda p: p.stem)
+def test_training_toml_matches_golden(path):
+    p = resolve(path, None, ["model.pretrained=/models/sd_xl_base_1.0.safetensors"]).preset
+    text = training.training_toml(training.training_config(p, RUN, SECOND), path.stem, 2, 51)
+    assert text == preset_golden(path, "train.toml")
+
+
+def test_epsilon_training_toml_is_the_recipe():
     p = preset("model.pretrained=/models/sd_xl_base_1.0.safetensors")
-    text = training.training_toml(training.training_config(p, RUN, SECOND), "epsilon", 2, 51)
-    assert text == (GOLDEN / "epsilon.train.toml").read_text()
-    config = tomllib.loads(text)
+    config = tomllib.loads(training.training_toml(training.training_config(p, RUN, SECOND), "epsilon", 2, 51))
     # a later part: one epoch of its own data, continuing the last part's end state from its own step 0
     assert (config["resume"], config["initial_step"]) == ("/runs/epsilon/parts/001/output/kohaku-xl-epsilon-state", 0)
     assert (config["max_train_epochs"], config["save_state_on_train_end"], config["seed"]) == (1, True, 1338)
@@ -73,22 +78,30 @@ def test_unet_only_and_attention_choices():
     assert interface.check_training_config(config) == []
 
 
+@pytest.mark.parametrize("path", shipped_presets(), ids=lambda p: p.stem)
+def test_launch_command_matches_golden(path):
+    argv = training.launch_argv(resolve(path).preset, RUN.part(0), Path("/sd"), 0, python="/venv/bin/python")
+    assert argv == preset_golden(path, "launch.argv").splitlines()
+
+
 def test_launch_command_is_fully_explicit():
-    p = preset()
-    argv = training.launch_argv(p, RUN.part(0), Path("/sd"), 0, python="/venv/bin/python")
-    flags = dict(zip(argv[3::2], argv[4::2]))
-    assert argv[:3] == ["/venv/bin/python", "-m", "accelerate.commands.launch"]
-    for flag, value in {"--num_processes": "4", "--num_machines": "1", "--machine_rank": "0",
-                        "--main_process_ip": "127.0.0.1", "--main_process_port": "29500",
-                        "--mixed_precision": "fp16"}.items():
-        assert flags[flag] == value
-    assert "--multi_gpu" in argv and argv[-3:] == ["/sd/sdxl_train_network.py", "--config_file",
-                                                   "/runs/epsilon/parts/001/train.toml"]
-    single = training.launch_argv(preset("launch.num_processes=1"), RUN.part(0), Path("/sd"), 0)
-    assert "--multi_gpu" not in single
-    cpu = preset("launch.device=cpu", "launch.num_processes=1", "training.mixed_precision=no",
+    """Every accelerate setting given, then the trainer and its config: one process runs without --multi_gpu,
+    and on the CPU with --cpu."""
+    def launch(*overrides):
+        return training.launch_argv(preset(*overrides), RUN.part(0), Path("/sd"), 0, python="/venv/bin/python")
+
+    def expected(processes, mixed_precision, switch):
+        return ["/venv/bin/python", "-m", "accelerate.commands.launch", "--num_processes", processes,
+                "--num_machines", "1", "--machine_rank", "0", "--main_process_ip", "127.0.0.1",
+                "--main_process_port", "29500", "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+                "--num_cpu_threads_per_process", "2", *switch, "/sd/sdxl_train_network.py", "--config_file",
+                "/runs/epsilon/parts/001/train.toml"]
+
+    assert launch() == expected("4", "fp16", ["--multi_gpu"])
+    assert launch("launch.num_processes=1") == expected("1", "fp16", [])
+    cpu = launch("launch.device=cpu", "launch.num_processes=1", "training.mixed_precision=no",
                  "training.full_fp16=false")
-    assert "--cpu" in training.launch_argv(cpu, RUN.part(0), Path("/sd"), 0)
+    assert cpu == expected("1", "no", ["--cpu"])
 
 
 def test_command_script_takes_the_rank_from_the_environment():
@@ -103,15 +116,14 @@ def test_interface_check_catches_what_sd_scripts_would_ignore_or_misread():
     problems = interface.check_training_config({
         "learning_rat": 1e-4, "lr_warmup_steps": 1000.0, "network_args": "algo=lokr", "xformers": False,
         "mixed_precision": "FP16", "max_token_length": 200, "resolution": 1024, "text_encoder_lr": 5e-6})
-    text = "\n".join(problems)
-    assert "'learning_rat' is not an option" in text
-    assert "'lr_warmup_steps' = 1000.0" in text
-    assert "'network_args' = 'algo=lokr': the trainer needs an array of strings" in text
-    assert "'xformers' = False" in text
-    assert "'mixed_precision' = 'FP16': not one of" in text
-    assert "'max_token_length' = 200" in text
-    assert "'resolution' = 1024: the trainer needs str" in text
-    assert len(problems) == 7  # text_encoder_lr as one float is fine
+    assert problems == [  # all but text_encoder_lr: one float is fine
+        "'learning_rat' is not an option of sdxl_train_network.py (sd-scripts would ignore it)",
+        "'lr_warmup_steps' = 1000.0: the trainer needs int_or_float",
+        "'max_token_length' = 200: not one of [None, 150, 225]",
+        "'mixed_precision' = 'FP16': not one of ['no', 'fp16', 'bf16']",
+        "'network_args' = 'algo=lokr': the trainer needs an array of strings",
+        "'resolution' = 1024: the trainer needs str",
+        "'xformers' = False: the trainer needs true (leave out when off)"]
 
 
 def test_interface_check_of_dataset_toml():

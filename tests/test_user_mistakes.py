@@ -125,7 +125,17 @@ def test_a_machine_rank_that_is_not_one_is_refused(sample_dataset, tmp_path):
 def test_every_value_problem_is_reported_at_once(sample_dataset):
     result = run("validate", "optimizer.type=AdamW9bit", "optimizer.unet_lr=-1", "network.factor=0",
                  "schedule.lr_scheduler=cosin", "samples.sampler=eular_a")
-    assert result.exit_code == 1 and "5 problem(s) in the preset" in result.output
+    assert result.exit_code == 1
+    first, *problems = result.output.splitlines()
+    assert first == "error: 5 problem(s) in the preset:"
+    assert [line.split()[0] for line in problems] == ["optimizer.type", "schedule.lr_scheduler", "samples.sampler",
+                                                      "optimizer.unet_lr", "network.factor"]
+    assert [line.split(";")[0] for line in problems[1:]] == [
+        "  schedule.lr_scheduler = 'cosin': not a scheduler this run can use",
+        "  samples.sampler = 'eular_a': not a sampler of the trainer",
+        "  optimizer.unet_lr = -1.0: must be > 0",
+        "  network.factor = 0: must be >= 1 or -1"]
+    assert "did you mean 'AdamW8bit'?" in problems[0]
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(sample_dataset, monkeypatch):

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_caption import parse_year
+from reference.reference_caption import parse_year
 
 from kohaku_prep.dataset.years import created_years, lenient_year
 

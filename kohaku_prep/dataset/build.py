@@ -142,8 +142,13 @@ _POST_FILE = re.compile(r"^\d+\.[A-Za-z0-9]+$")  # <id>.<ext> and <id>.txt
 _REPORT_CHART = re.compile(r"^report-[a-z-]+\.png$")  # the report's charts (kohaku_prep.dataset.report)
 
 
-def _is_temp_of(name: str, names: tuple[str, ...]) -> bool:
-    return name.startswith(".") and name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in names)
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]+\.tmp$")  # fsutil.new_temp_path's: .<name>.<random>.tmp
+
+
+def _is_build_temp(name: str) -> bool:
+    """A temporary name a build's top-level file had while it was written: one a crash left behind."""
+    m = _TEMP_NAME.match(name)
+    return m is not None and (m["name"] in DESCRIPTION_FILES + BUILD_FILES or bool(_REPORT_CHART.match(m["name"])))
 
 
 def foreign_entry(folder: Path) -> Path | None:
@@ -164,7 +169,7 @@ def foreign_entry(folder: Path) -> Path | None:
                                 if f.is_symlink() or not f.is_file() or not _POST_FILE.match(f.name):
                                     return Path(f.path)
             elif not (entry.is_file() and (entry.name in names or _REPORT_CHART.match(entry.name)
-                                           or _is_temp_of(entry.name, names))):
+                                           or _is_build_temp(entry.name))):
                 return path
     return None
 
@@ -284,6 +289,11 @@ def _prepare_staging(checked: CheckedOutput, key: str, log: Log) -> bool:
     if staging.exists():
         if key_file.exists() and key_file.read_text() == key:
             log(f"resuming the interrupted build in {staging}")
+            # a write cut off under its temporary name: this build's own (check_output found nothing else
+            # here), and never to be published with the dataset
+            for entry in staging.iterdir():
+                if _is_build_temp(entry.name) and entry.is_file() and not entry.is_symlink():
+                    entry.unlink()
             return True
         if any(staging.iterdir()) and not force:
             raise PrepError(f"{staging}: an unfinished build of another preset or input; "

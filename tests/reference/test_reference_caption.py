@@ -3,7 +3,7 @@
 import random
 
 import pytest
-from reference_caption import EPSILON_QUALITY, percentile_thresholds, reference_caption
+from reference.reference_caption import EPSILON_QUALITY, percentile_thresholds, reference_caption
 
 QUALITY = [
     "worst quality",
