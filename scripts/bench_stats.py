@@ -62,6 +62,7 @@ class Target:
     floor: Spread
     limit: float
     floor_name: str = "floor"
+    unit: str = "s"  # of the figures, as printed
 
     def __post_init__(self) -> None:
         if len(self.ours.values) != len(self.floor.values):
@@ -80,16 +81,17 @@ class Target:
     def met(self) -> bool:
         return self.ratio <= self.limit
 
-    def lines(self, unit: str = "s", digits: int = 2) -> list[str]:
+    def lines(self) -> list[str]:
         per_round = self.round_ratios
         return [f"target: {self.name}: ours/{self.floor_name} = {_fig(self.ratio)} (limit {_fig(self.limit)}) "
                 f"{'met' if self.met else 'NOT met'}",
                 f"    per round {' '.join(_fig(r) for r in per_round)} "
                 f"(min-max {_fig(min(per_round))}-{_fig(max(per_round))}); "
-                f"ours {self.ours.text(unit, digits)}, {self.floor_name} {self.floor.text(unit, digits)}"]
+                f"ours {self.ours.text(self.unit)}, {self.floor_name} {self.floor.text(self.unit)}"]
 
     def as_json(self) -> dict:
-        return {"target": self.name, "floor": self.floor_name, "ratio": self.ratio, "limit": self.limit,
+        return {"target": self.name, "floor": self.floor_name, "unit": self.unit, "ratio": self.ratio,
+                "limit": self.limit,
                 "met": self.met, "round_ratios": list(self.round_ratios), "ours": self.ours.as_json(),
                 "floor_figures": self.floor.as_json()}
 

@@ -54,6 +54,11 @@ def test_target_is_the_ratio_of_the_medians_with_each_rounds_ratio_beside_it():
                          "    per round 1 0.75 1.6 (min-max 0.75-1.6); ours median 3.00 s (2.00-8.00), "
                          "tar -x median 4.00 s (2.00-5.00)"]
     assert t.as_json()["round_ratios"] == [1.0, 0.75, 1.6]
+    per_caption = Target("captions", Spread((2.0,)), Spread((400.0,)), limit=0.02, floor_name="HakuBooru",
+                         unit="us/caption")
+    assert per_caption.lines()[0] == "target: captions: ours/HakuBooru = 0.005 (limit 0.02) met"
+    assert per_caption.lines()[1].endswith("ours median 2.00 us/caption (2.00-2.00), "
+                                           "HakuBooru median 400.00 us/caption (400.00-400.00)")
 
 
 def test_target_over_its_limit_is_not_met_and_at_it_is():
