@@ -290,21 +290,24 @@ def child_pipeline(t: dict) -> dict:
 
 def child_floor(t: dict) -> dict:
     """The floor of read+select+caption: the shape's Parquet files read whole by pyarrow.parquet.read_table, then
-    one plain pyarrow pass over the tags that joins each post's tag names with the caption separator (flat: the
-    tag_string columns split and joined; normalized: the relation's tag ids looked up in the tag table, grouped
-    by post and joined)."""
+    one plain pass over the tags that joins each post's tag names with the caption separator (flat: the
+    tag_string columns split and joined; normalized: each relation row's tag name found by id through one table
+    of tag rows, the rows grouped by post and joined)."""
     folder = Path(t["meta"])
 
     def floor() -> int:
         if (folder / "tag.parquet").exists():
             tags, post = pq.read_table(folder / "tag.parquet"), pq.read_table(folder / "post.parquet")
             relation = pq.read_table(folder / "posttagrelation.parquet")
+            tag_ids, names = tags["id"].to_numpy(), tags["name"].combine_chunks()
+            tag_row = np.full(int(tag_ids.max()) + 1, -1, np.int64)
+            tag_row[tag_ids] = np.arange(len(tag_ids))
             joined = []
             for batch in relation.to_batches():  # a post cut by a batch boundary counts twice: no matter here
                 ids = batch["post_id"].to_numpy()
                 starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1, [len(ids)]]).astype(np.int32)
-                names = tags["name"].take(pc.index_in(batch["tag_id"], tags["id"])).combine_chunks()
-                joined.append(pc.binary_join(pa.ListArray.from_arrays(pa.array(starts), names), ", "))
+                post_names = names.take(pa.array(tag_row[batch["tag_id"].to_numpy()]))
+                joined.append(pc.binary_join(pa.ListArray.from_arrays(pa.array(starts), post_names), ", "))
         else:
             post = pq.read_table(folder / "posts.parquet")
             joined = [pc.binary_join(pc.split_pattern(post[c], " "), ", ") for c in FLAT_COLUMN.values()]
