@@ -17,7 +17,7 @@ medians, printed with each round's ratio, so that the verdict does not hang on t
   (build.copy_images; floor `tar -xf SHARD -C DIR -T LIST`); tar shard indexing, timed alone.
 - with --scale: read+select+caption at each size, the sizes in turn; the largest against the one before it.
 
-    make bench BENCH_ARGS=--quick                      # 300k posts, 20k images: about 8 minutes on 2 cores
+    make bench BENCH_ARGS=--quick                      # 300k posts, 20k images: about 10 minutes on 2 cores
     make bench                                         # 7.35M posts, 200k images, 5 rounds
     make bench BENCH_ARGS="--quick --rounds 9"         # more rounds where the machine is busy
     make bench BENCH_ARGS=--scale=1000000,7350000,15000000
