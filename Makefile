@@ -55,7 +55,8 @@ smoke: dataset
 gpu-check: dataset
 	$(PY) scripts/smoke.py --profile gpu --json build/gpu-check.json
 
-# Figures of the dataset stage at danbooru2023 scale (7.35M posts; BENCH_ARGS=--quick for a short run).
+# The dataset stage at danbooru2023 scale (7.35M posts), each target a ratio to a floor timed in the same run,
+# the two sides in turn for 5 rounds (BENCH_ARGS="--quick" for 300k posts, "--rounds N", "--json FILE").
 # Generating the input takes several minutes once; it is cached in build/bench-cache. The predecessor,
 # HakuBooru, is timed in an environment of its own: it needs peewee 3.17 (4.x breaks its database loading)
 # and imports tqdm without declaring it.
