@@ -43,7 +43,7 @@ def assign_buckets(widths: np.ndarray, heights: np.ndarray, resos: list[tuple[in
     exact_keys = np.array([w * (1 << 32) + h for w, h in resos], np.int64)
     hit = np.isin(keys, exact_keys)
     if hit.any():
-        nearest[hit] = [exact[(int(w), int(h))] for w, h in zip(widths[hit], heights[hit])]
+        nearest[hit] = [exact[(int(w), int(h))] for w, h in zip(widths[hit], heights[hit], strict=True)]
     return nearest
 
 

@@ -94,7 +94,7 @@ def barh(ax, labels: Sequence[str], values: Sequence[float], title: str, color: 
     ax.set_yticks(positions, [short(str(label)) for label in labels])
     ax.invert_yaxis()
     ax.set_title(title, loc="left")
-    for y, v in zip(positions, values if values_shown else []):
+    for y, v in zip(positions, values if values_shown else [], strict=False):
         ax.annotate(f"{v:,}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
     ax.set_xlim(0, (1.2 if values_shown else 1.02) * max(max(values, default=0), 1))
     ax.xaxis.set_major_formatter(_thousands())

@@ -208,7 +208,7 @@ def generate_images(meta: Path, n_images: int, cache: Path) -> Path:
     rng = np.random.default_rng(GEN_VERSION)
     pool = {e: [_tiny_image(rng, e) for _ in range(40)] for e in EXTS[:3]}
     shards: dict[str, list[tuple[int, str]]] = {}
-    for i, e in zip(ids[take].tolist(), exts[take].tolist()):
+    for i, e in zip(ids[take].tolist(), exts[take].tolist(), strict=True):
         name = f"original/data-{i % 1000:04d}.tar" if i < 6_000_000 else f"recent/data-{1000 + i % 1000:04d}.tar"
         shards.setdefault(name, []).append((i, e))
     shutil.rmtree(tmp, ignore_errors=True)

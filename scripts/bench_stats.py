@@ -83,7 +83,7 @@ class Target:
 
     @property
     def round_ratios(self) -> tuple[float, ...]:
-        return tuple(o / f for o, f in zip(self.ours.values, self.floor.values))
+        return tuple(o / f for o, f in zip(self.ours.values, self.floor.values, strict=True))
 
     @property
     def met(self) -> bool:

@@ -50,7 +50,8 @@ def insert_rows(db, model, columns: dict) -> None:
     names = ", ".join(f'"{f.column_name}"' for f in fields)
     sql = f'INSERT INTO "{model._meta.table_name}" ({names}) VALUES ({", ".join(["?"] * len(fields))})'
     convert = [f.db_value for f in fields]
-    db.cursor().executemany(sql, ([c(v) for c, v in zip(convert, row)] for row in zip(*columns.values())))
+    rows = zip(*columns.values(), strict=True)
+    db.cursor().executemany(sql, ([c(v) for c, v in zip(convert, row, strict=True)] for row in rows))
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def run_captions(path: Path, quality="epsilon", quality_max_id=7_100_000, year_q
     rule = captions.CaptionRule(thresholds, quality_max_id, year_quirks)
     caps = captions.caption_posts(metadata.iter_tags(meta, ids), ids, posts["created_at"], rating, fav, rule,
                                   bad_tags or BadRows("fail"))
-    return dict(zip(caps.ids.tolist(), caps.text.to_pylist()))
+    return dict(zip(caps.ids.tolist(), caps.text.to_pylist(), strict=True))
 
 
 def make_state(output: Path, name: str, step: int, complete: bool = True) -> Path:

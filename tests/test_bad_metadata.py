@@ -75,7 +75,7 @@ def stage(summary, name):
 
 def captions_of(tmp_path, name="out"):
     table = pq.read_table(tmp_path / name / "manifest.parquet", columns=["id", "caption"])
-    return dict(zip(table["id"].to_pylist(), table["caption"].to_pylist()))
+    return dict(zip(table["id"].to_pylist(), table["caption"].to_pylist(), strict=True))
 
 
 def read_lenient(path, dated=False):

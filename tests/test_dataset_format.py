@@ -15,7 +15,7 @@ def test_image_paths_put_each_image_in_its_subset_folder(ids, ids_per_folder, ex
     got = dataset_format.image_paths(np.array(ids, np.int64), np.array(ext_codes[:len(ids)], np.int64), EXTENSIONS,
                                      ids_per_folder).to_pylist()
     want = [f"{dataset_format.subset_folder(i // ids_per_folder)}/{i}.{EXTENSIONS[e]}"
-            for i, e in zip(ids, ext_codes, strict=False)]
+            for i, e in zip(ids, ext_codes, strict=True)]
     assert got == want
 
 

@@ -150,7 +150,7 @@ def test_cli_reports_the_layout_and_builds(tmp_path, posts):
     assert result.exit_code == 0, result.output
     assert "metadata: flat (deepghs danbooru2024 layout), 1 file(s)" in result.output
     manifest = pq.read_table(tmp_path / "out" / "manifest.parquet", columns=["id", "caption"])
-    got = dict(zip(manifest["id"].to_pylist(), manifest["caption"].to_pylist()))
+    got = dict(zip(manifest["id"].to_pylist(), manifest["caption"].to_pylist(), strict=True))
     assert got == {p["id"]: reference_caption(p) for p in few}  # the Epsilon preset's rule is the reference's
 
 

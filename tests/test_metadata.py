@@ -28,7 +28,7 @@ def by_post_and_category(meta: metadata.Metadata, ids) -> dict:
     out: dict[tuple[int, int], list[str]] = {}
     for chunk_ids, tags in metadata.iter_tags(meta, ids):
         names = tags.names.cast(pa.string()).to_pylist()
-        for post, category, name in zip(chunk_ids[tags.post_index], tags.category, names):
+        for post, category, name in zip(chunk_ids[tags.post_index], tags.category, names, strict=True):
             out.setdefault((int(post), int(category)), []).append(name)
     return out
 

@@ -94,7 +94,7 @@ def test_histogram_lists_every_bucket_by_aspect_ratio():
     body = [line for line in lines if " x " in line and line.endswith("#")]
     assert len(body) == len(steps.buckets) == 60
     largest = max(r[2] for r in rows)
-    for line, (w, h, n, batches) in zip(body, rows):
+    for line, (w, h, n, batches) in zip(body, rows, strict=True):
         assert line.split()[:5] == [str(w), "x", str(h), f"{n:,}", f"{batches:,}"]
         assert line.split()[5] == "#" * round(24 * n / largest)
 

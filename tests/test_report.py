@@ -43,7 +43,7 @@ def test_selection_tables_match_summary_and_manifest(sample_dataset):
     assert tables["stages"].rows == [(s.name, s.kept, s.dropped, s.note) for s in summary.stages]
     stages = {s.name: s for s in summary.stages}
     ids = manifest["id"].to_pylist()
-    for (name, in_pool, sampled, written), pool in zip(tables["pools"].rows, summary.pools):
+    for (name, in_pool, sampled, written), pool in zip(tables["pools"].rows, summary.pools, strict=True):
         assert name == pool.stage and sampled == stages[name].kept
         assert in_pool == stages[name].kept + stages[name].dropped
         assert written == sum(1 for i in ids if i >= pool.start and (pool.end is None or i < pool.end))
@@ -68,7 +68,7 @@ def test_bucket_table_is_the_plans(sample_dataset):
 def test_size_tables_count_every_image(sample_dataset):
     _, manifest = load(sample_dataset)
     tables = tables_of(sample_dataset)
-    sizes = list(zip(manifest["width"].to_pylist(), manifest["height"].to_pylist()))
+    sizes = list(zip(manifest["width"].to_pylist(), manifest["height"].to_pylist(), strict=True))
     for (about, low, high, n) in tables["aspect"].rows:
         low, high = float(low), float(high)
         assert n == sum(1 for w, h in sizes if low <= w / h < high), about
@@ -83,8 +83,8 @@ def test_caption_tables_match_the_metadata_and_the_captions(sample_root, sample_
     posts = pq.read_table(sample_root / "metadata" / "flat", columns=["id", "rating"]).to_pylist()
     letter = {p["id"]: p["rating"] for p in posts}
     by_letter = Counter(letter[i] for i in manifest["id"].to_pylist())
-    assert dict(zip(tables["ratings"].column(""), tables["ratings"].column("images"))) == {
-        name: by_letter[r] for name, r in zip(report.RATING_ORDER, "gsqe") if by_letter[r]}
+    assert dict(zip(tables["ratings"].column(""), tables["ratings"].column("images"), strict=True)) == {
+        name: by_letter[r] for name, r in zip(report.RATING_ORDER, "gsqe", strict=True) if by_letter[r]}
     captions = manifest["caption"].to_pylist()
     for name, n, share in tables["quality"].rows:
         if name != "(none)":
@@ -92,8 +92,8 @@ def test_caption_tables_match_the_metadata_and_the_captions(sample_root, sample_
         assert share == round(100 * n / len(captions), 1)
     for table in ("ratings", "quality", "years"):
         assert sum(tables[table].column("images")) == len(captions)
-        assert dict(zip(tables[table].column(""), tables[table].column("images"))) == getattr(summary.captions,
-                                                                                              table)
+        shown = dict(zip(tables[table].column(""), tables[table].column("images"), strict=True))
+        assert shown == getattr(summary.captions, table)
 
 
 def test_tag_tables_count_the_captions(sample_dataset):

@@ -73,7 +73,7 @@ def test_launches_in_cumulative_steps_later_launch_wins(tmp_path):
     assert logs.loss.values[30] == pytest.approx(np.mean([np.float32(loss_of(1, m)) for m in range(ACCUMULATION)]))
     # no time across launches: step 31's and 51's time between launches are not a step's
     assert 31 not in logs.seconds_per_step.steps and 51 not in logs.seconds_per_step.steps
-    by_step = dict(zip(logs.seconds_per_step.steps.tolist(), logs.seconds_per_step.values.tolist()))
+    by_step = dict(zip(logs.seconds_per_step.steps.tolist(), logs.seconds_per_step.values.tolist(), strict=True))
     assert [by_step[30], by_step[40], by_step[60]] == pytest.approx([10.0, 8.0, 6.0])
     assert np.isnan(logs.lr["textencoder"].values[:50]).all() and not np.isnan(logs.lr["textencoder"].values[50:]).any()
 
@@ -93,7 +93,7 @@ def test_logging_dir_given_whole_reads_each_launch_apart(tmp_path):
     assert logs.launch_starts == [1, 31] and logs.loss.steps.tolist() == list(range(1, 61))
     assert logs.loss.values[35] == pytest.approx(np.mean([np.float32(loss_of(36, m)) for m in range(ACCUMULATION)]))
     assert 31 not in logs.seconds_per_step.steps
-    by_step = dict(zip(logs.seconds_per_step.steps.tolist(), logs.seconds_per_step.values.tolist()))
+    by_step = dict(zip(logs.seconds_per_step.steps.tolist(), logs.seconds_per_step.values.tolist(), strict=True))
     assert by_step[30] == pytest.approx(10.0) and by_step[40] == pytest.approx(5.0)  # the later launch's
 
 

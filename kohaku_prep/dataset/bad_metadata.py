@@ -88,7 +88,8 @@ def invalid_utf8(values: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         mask = np.zeros(len(chunk), bool)
         rows = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(chunk), True).to_numpy(zero_copy_only=False))
-        for row, raw in zip(rows.tolist(), chunk.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()):
+        raws = chunk.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()
+        for row, raw in zip(rows.tolist(), raws, strict=True):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -152,7 +153,8 @@ def check_names(names: pa.Array) -> NameCheck:
         return NameCheck(names, None, {})
     rows = np.flatnonzero(suspect.to_numpy(zero_copy_only=False))
     problem, bad_names = np.zeros(len(names), np.int8), {}
-    for row, raw in zip(rows.tolist(), names.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()):
+    raws = names.take(pa.array(rows, pa.int64())).cast(pa.binary()).to_pylist()
+    for row, raw in zip(rows.tolist(), raws, strict=True):
         problem[row], bad_names[row] = _name_problem(raw)
     if not problem.any():
         return NameCheck(names, None, {})

@@ -339,7 +339,8 @@ def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming
     index_rows = np.searchsorted(index.ids, ids[rows])
     dests = [f"{staging}/{path}" for path in
              dataset_format.image_paths(ids[rows], index.ext[index_rows], index.extensions, per).to_pylist()]
-    work: list[tuple[int, int, str]] = list(zip(rows.tolist(), index_rows.tolist(), dests))  # row, index row, file
+    # row, index row, file
+    work: list[tuple[int, int, str]] = list(zip(rows.tolist(), index_rows.tolist(), dests, strict=True))
     if resuming:
         todo = []
         for row, index_row, dest in work:
@@ -349,7 +350,7 @@ def _copy_images(plan: Plan, staging: Path, per: int, rows: np.ndarray, resuming
             else:
                 todo.append((row, index_row, dest))
         work = todo
-    for (row, _, dest), data in zip(work, index.read_many([index_row for _, index_row, _ in work])):
+    for (row, _, dest), data in zip(work, index.read_many([index_row for _, index_row, _ in work]), strict=True):
         if isinstance(data, OSError):
             out.failure[row] = f"unreadable ({data.strerror or data})"
             continue
@@ -410,7 +411,8 @@ def write_captions(staging: Path, ids: np.ndarray, texts: pa.ChunkedArray, p: Pr
         folder = staging / dataset_format.subset_folder(int(ids[positions[0]]) // per)
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for i, c in zip(positions.tolist(), (np.searchsorted(starts, positions, "right") - 1).tolist()):
+            chunk_of = (np.searchsorted(starts, positions, "right") - 1).tolist()
+            for i, c in zip(positions.tolist(), chunk_of, strict=True):
                 offsets, body = buffers[c]
                 start, end = offsets[i - starts[c]], offsets[i - starts[c] + 1]
                 name = f"{ids[i]}{dataset_format.CAPTION_EXTENSION}"

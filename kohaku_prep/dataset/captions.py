@@ -188,7 +188,7 @@ def caption_posts(chunks: Iterable[tuple[np.ndarray, TagRows]], ids: np.ndarray,
 
 def _ranked(counts: pa.Table, n: int) -> list[tuple[str, int]]:
     ranked = counts.sort_by([("count", "descending"), ("tag", "ascending")]).slice(0, n)
-    return list(zip(ranked["tag"].to_pylist(), ranked["count"].to_pylist()))
+    return list(zip(ranked["tag"].to_pylist(), ranked["count"].to_pylist(), strict=True))
 
 
 def top_tags(tag_counts: pa.Table, n: int) -> list[tuple[str, int]]:

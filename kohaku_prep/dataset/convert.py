@@ -249,9 +249,9 @@ def _copy_table(src: Path, db: sqlite3.Connection, table: str, schema: pa.Schema
     n = 0
     with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
         while rows := cursor.fetchmany(_FETCH_ROWS):
-            columns = list(zip(*rows))
+            columns = list(zip(*rows, strict=True))
             arrays = []
-            for field, values in zip(schema, columns):
+            for field, values in zip(schema, columns, strict=True):
                 try:
                     arrays.append(pa.array(values, field.type))
                 except (pa.ArrowException, TypeError, ValueError, OverflowError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
 
@@ -87,7 +88,7 @@ def _read_columns(path: Path, pf: pq.ParquetFile, kinds: dict[str, str], names: 
     with _reading(path):
         table = pf.read(columns=stored)
     return pa.table({c: ct.canonical(table[s], kind, f"{path}: column '{s}'")
-                     for (c, kind), s in zip(kinds.items(), stored)})
+                     for (c, kind), s in zip(kinds.items(), stored, strict=True)})
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -444,7 +445,7 @@ def _post_order_starts(groups: list[_RelationGroup]) -> list[int] | None:
     boundary), so that every post before the next group's first post is complete: then tags stream a chunk
     at a time. None when they do not, or their statistics do not say."""
     bounds = [(g.first_post, g.last_post) for g in groups if g.first_post is not None and g.last_post is not None]
-    in_order = len(bounds) == len(groups) and all(nxt[0] >= prev[1] for prev, nxt in zip(bounds, bounds[1:]))
+    in_order = len(bounds) == len(groups) and all(nxt[0] >= prev[1] for prev, nxt in pairwise(bounds))
     return [first for first, _ in bounds] if in_order else None
 
 
@@ -508,7 +509,7 @@ def _file_by_chunk(buckets: dict, post: np.ndarray, relation: np.ndarray, tag_ro
     order = np.argsort(chunk.astype(np.int16) if chunk.max() < 1 << 15 else chunk, kind="stable")  # int16: radix
     chunk = chunk[order]
     bounds = np.flatnonzero(np.diff(chunk)) + 1
-    for part, c in zip(np.split(order, bounds), chunk[np.concatenate([[0], bounds])].tolist()):
+    for part, c in zip(np.split(order, bounds), chunk[np.concatenate([[0], bounds])].tolist(), strict=True):
         buckets.setdefault(c, []).append((post[part], relation[part], tag_row[part]))
 
 
@@ -517,7 +518,7 @@ def _tag_chunk(ids, c: int, parts: list, tag_category, checked: NameCheck, sourc
     """TagRows of the posts of chunk c from their relation rows in any order: a post's tags in the order
     of their relation ids."""
     first = c * _CHUNK_POSTS
-    p, r, t = ((np.concatenate(column) for column in zip(*parts)) if parts
+    p, r, t = ((np.concatenate(column) for column in zip(*parts, strict=True)) if parts
                else (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32)))
     step = np.diff(p)
     if (step < 0).any() or ((step == 0) & (np.diff(r) <= 0)).any():

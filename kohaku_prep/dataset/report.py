@@ -51,7 +51,7 @@ def _aspect_table(widths: np.ndarray, heights: np.ndarray) -> Table:
     steps = np.clip(np.rint(4 * np.log2(widths / heights)), ASPECT_STEPS[0], ASPECT_STEPS[-1]).astype(np.int64)
     counts = np.bincount(steps - ASPECT_STEPS[0], minlength=len(ASPECT_STEPS))
     rows = []
-    for k, n in zip(ASPECT_STEPS.tolist(), counts.tolist()):
+    for k, n in zip(ASPECT_STEPS.tolist(), counts.tolist(), strict=True):
         low = "0" if k == ASPECT_STEPS[0] else f"{2 ** ((k - 0.5) / 4):.3f}"
         high = "inf" if k == ASPECT_STEPS[-1] else f"{2 ** ((k + 0.5) / 4):.3f}"
         rows.append((f"{2 ** (k / 4):.2f}", low, high, n))
@@ -63,7 +63,7 @@ def _megapixel_table(widths: np.ndarray, heights: np.ndarray) -> Table:
     edges = np.array(MEGAPIXEL_EDGES, np.float64)
     counts = np.bincount(np.searchsorted(edges, pixels, "right") - 1, minlength=len(edges))
     rows = [(f"{low:g}", "inf" if i + 1 == len(edges) else f"{edges[i + 1]:g}", int(n))
-            for i, (low, n) in enumerate(zip(edges.tolist(), counts.tolist()))]
+            for i, (low, n) in enumerate(zip(edges.tolist(), counts.tolist(), strict=True))]
     return Table("Image size (megapixels)", ["from", "below", "images"], rows)
 
 
@@ -115,10 +115,10 @@ def _draw_selection(figure, stages: Table, pools: Table) -> None:
     funnel.barh(positions, dropped, left=kept, color=charts.DROPPED, label="dropped")
     funnel.set_yticks(positions, [charts.short(name) for name in stages.column("stage")])
     funnel.invert_yaxis()
-    for y, k, d in zip(positions, kept, dropped):
+    for y, k, d in zip(positions, kept, dropped, strict=True):
         funnel.annotate(f"{k:,} kept, {d:,} dropped", (k + d, y), xytext=(3, 0), textcoords="offset points",
                         va="center", fontsize=7)
-    funnel.set_xlim(0, 1.35 * max((k + d for k, d in zip(kept, dropped)), default=1))
+    funnel.set_xlim(0, 1.35 * max((k + d for k, d in zip(kept, dropped, strict=True)), default=1))
     funnel.legend(loc="lower right")
     funnel.set_title("Every stage: kept and dropped (a pool's row counts that pool)", loc="left")
     funnel.xaxis.set_major_formatter(charts._thousands())
@@ -128,7 +128,7 @@ def _draw_selection(figure, stages: Table, pools: Table) -> None:
         values = pools.column(name)
         ys = [p + (k - 1) * height for p in range(len(values))]
         per_pool.barh(ys, values, height=height, color=color, label=name)
-        for bar_y, v in zip(ys, values):
+        for bar_y, v in zip(ys, values, strict=True):
             per_pool.annotate(f"{v:,}", (v, bar_y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
     per_pool.set_yticks(list(range(len(pools.rows))), pools.column("pool"))
     per_pool.invert_yaxis()
@@ -144,7 +144,7 @@ def _draw_sizes(figure, aspect: Table, megapixels: Table) -> None:
     left.bar(range(len(aspect.rows)), aspect.column("images"), color=charts.KEPT)
     left.set_xticks(range(len(aspect.rows)), aspect.column("about"), rotation=90)
     left.set_title("Aspect ratio, width / height (quarter-octave bins)", loc="left")
-    labels = [f"{a}-{b}" for a, b in zip(megapixels.column("from"), megapixels.column("below"))]
+    labels = [f"{a}-{b}" for a, b in zip(megapixels.column("from"), megapixels.column("below"), strict=True)]
     right.bar(range(len(labels)), megapixels.column("images"), color=charts.ACCENT)
     right.set_xticks(range(len(labels)), labels, rotation=90)
     right.set_title("Size in megapixels", loc="left")
@@ -154,7 +154,7 @@ def _draw_sizes(figure, aspect: Table, megapixels: Table) -> None:
 
 
 def _draw_counts(figure, tables: list[Table]) -> None:
-    for ax, table in zip(figure.subplots(1, len(tables)), tables):
+    for ax, table in zip(figure.subplots(1, len(tables)), tables, strict=True):
         charts.barh(ax, table.column(""), table.column("images"), table.title)
     labels = charts.label_inches([label for table in tables for label in table.column("")])
     charts.margins(figure, left=labels, across=labels + 0.3)
@@ -166,7 +166,7 @@ def _draw_tags(figure, table: Table) -> None:
         figure.text(0.5, 0.5, "no tags", ha="center")
         return
     axes = figure.subplots(TAG_GRID[0], TAG_GRID[1], squeeze=False).flatten()
-    for ax, category in zip(axes, categories):
+    for ax, category in zip(axes, categories, strict=False):  # a fixed grid, categories up to its size
         rows = [r for r in table.rows if r[0] == category]
         charts.barh(ax, [r[1] for r in rows], [r[2] for r in rows], category)
     for ax in axes[len(categories):]:

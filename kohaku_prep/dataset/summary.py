@@ -19,7 +19,7 @@ from kohaku_prep.dataset.selection import Stage
 from kohaku_prep.errors import PrepError
 from kohaku_prep.preset import DatasetSection
 
-RATING_ORDER = [f"{name} ({tag})" for name, tag in zip(RATING_NAMES, RATING_TAGS)]
+RATING_ORDER = [f"{name} ({tag})" for name, tag in zip(RATING_NAMES, RATING_TAGS, strict=True)]
 NO_TAG = "(none)"  # the count of captions without a quality or year tag
 _REBUILD = "build it again to draw its report"
 
@@ -126,7 +126,7 @@ def _typed(value: Any, tp: Any, where: str) -> Any:
     elif origin is dict and isinstance(value, dict):
         return {k: _typed(v, args[1], f"{where}.{k}") for k, v in value.items()}
     elif origin is tuple and isinstance(value, list) and len(value) == len(args):
-        return tuple(_typed(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_typed(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     elif tp is float and type(value) in (int, float):
         return float(value)
     elif (tp is type(None) and value is None) or (tp in (int, str, bool) and type(value) is tp):
@@ -141,13 +141,15 @@ def _record(value: Any, cls: Any, where: str) -> Any:
         what = f"summary.json: '{where}' is" if where else "summary.json is"
         raise PrepError(f"{what} not an object; {_REBUILD}")
     hints, names = get_type_hints(cls), [f.name for f in fields(cls)]
-    dotted = [f"{where}.{name}" if where else name for name in [*names, *value]]
-    for name, path in zip(names, dotted):
+
+    def path(name: str) -> str:
+        return f"{where}.{name}" if where else name
+    for name in names:
         if name not in value:
-            raise PrepError(f"summary.json has no '{path}': the dataset was built by an older kohaku-prep; "
+            raise PrepError(f"summary.json has no '{path(name)}': the dataset was built by an older kohaku-prep; "
                             f"{_REBUILD}")
-    unknown = [path for name, path in zip(value, dotted[len(names):]) if name not in names]
+    unknown = [path(name) for name in value if name not in names]
     if unknown:
         raise PrepError(f"summary.json has '{unknown[0]}', which this kohaku-prep does not know: the dataset was "
                         f"built by another version; {_REBUILD}")
-    return cls(**{name: _typed(value[name], hints[name], path) for name, path in zip(names, dotted)})
+    return cls(**{name: _typed(value[name], hints[name], path(name)) for name in names})

@@ -30,7 +30,7 @@ def _option_differences(expected: list, actual: list) -> list:
     common_e = [f for f in by_flag_e if f in by_flag_a]
     common_a = [f for f in by_flag_a if f in by_flag_e]
     if not lines and common_e != common_a:
-        first = next(i for i, (e, a) in enumerate(zip(common_e, common_a)) if e != a)
+        first = next(i for i, (e, a) in enumerate(zip(common_e, common_a, strict=False)) if e != a)
         lines.append(f"options in another order from position {first}: committed {common_e[first:first + 3]}, "
                      f"checkout {common_a[first:first + 3]}")
     if len(by_flag_e) != len(expected) or len(by_flag_a) != len(actual):
@@ -89,7 +89,7 @@ def test_snapshot_script_reproduces_the_committed_interface(sd_scripts, trainer_
             pytrace=False)
 
     if committed_bytes != produced_bytes:
-        at = next((i for i, (c, p) in enumerate(zip(committed_bytes, produced_bytes)) if c != p),
+        at = next((i for i, (c, p) in enumerate(zip(committed_bytes, produced_bytes, strict=False)) if c != p),
                   min(len(committed_bytes), len(produced_bytes)))
         pytest.fail(
             f"same content, different formatting: first differing byte at offset {at} "
