@@ -9,13 +9,12 @@ EXTENSIONS = ["jpg", "png", "webp"]
 
 
 @settings(deadline=None)  # the first call loads pyarrow's compute kernels
-@given(st.lists(st.integers(0, 10**9), min_size=1, max_size=50), st.integers(1, 10**6),
-       st.lists(st.integers(0, len(EXTENSIONS) - 1), min_size=50, max_size=50))
-def test_image_paths_put_each_image_in_its_subset_folder(ids, ids_per_folder, ext_codes):
-    got = dataset_format.image_paths(np.array(ids, np.int64), np.array(ext_codes[:len(ids)], np.int64), EXTENSIONS,
-                                     ids_per_folder).to_pylist()
-    want = [f"{dataset_format.subset_folder(i // ids_per_folder)}/{i}.{EXTENSIONS[e]}"
-            for i, e in zip(ids, ext_codes, strict=True)]
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, len(EXTENSIONS) - 1)), min_size=1, max_size=50),
+       st.integers(1, 10**6))
+def test_image_paths_put_each_image_in_its_subset_folder(posts, ids_per_folder):
+    ids, ext_codes = (np.array(column, np.int64) for column in zip(*posts, strict=True))
+    got = dataset_format.image_paths(ids, ext_codes, EXTENSIONS, ids_per_folder).to_pylist()
+    want = [f"{dataset_format.subset_folder(i // ids_per_folder)}/{i}.{EXTENSIONS[e]}" for i, e in posts]
     assert got == want
 
 
