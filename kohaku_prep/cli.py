@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +29,25 @@ def _interrupted_line(command: str | None) -> str:
     if command == "dataset":
         return "interrupted; run the same command again to resume the build where it stopped"
     return "interrupted; nothing is left half-written: run the same command again"
+
+
+def _let_pyarrow_import_pandas() -> None:
+    """Let pyarrow make its one lazy import of pandas now, with Ctrl-C held back until it is over.
+
+    pyarrow imports pandas (most of a second) the first time it turns an array into numpy, inside a function
+    that swallows exceptions: a Ctrl-C landing there is lost and leaves Python's import lock held, so the
+    next import on another thread (PIL's plugins, in the image workers) waits forever and the build hangs.
+    Held back, the Ctrl-C is raised once the import is over, where it stops the command as any other."""
+    import pyarrow as pa
+
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        pa.array([True]).to_numpy(zero_copy_only=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 class _Group(click.Group):
@@ -132,6 +152,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
 
     OVERRIDES are key=value settings over the preset, e.g. selection.seed=7 or selection.pools.0.take=500.
     """
+    _let_pyarrow_import_pandas()
     from kohaku_prep.dataset import build
     from kohaku_prep.dataset.selection import stage_lines
 
@@ -154,6 +175,7 @@ def dataset(preset, config, metadata, images, out, force, overrides) -> None:
 def report(dataset_dir) -> None:
     """Draw a built dataset's report again (report.md, report-*.png, report.html) from its manifest.parquet
     and summary.json alone."""
+    _let_pyarrow_import_pandas()
     from kohaku_prep.dataset import report as report_module
 
     for name in report_module.redraw(Path(dataset_dir)):
@@ -171,6 +193,7 @@ def convert(src, out, bad_lines) -> None:
     SRC is danbooru's JSON Lines post dump (posts.json; OUT: a .parquet file) or HakuBooru's SQLite
     danbooru2023.db (OUT: a folder for post, tag and posttagrelation .parquet).
     """
+    _let_pyarrow_import_pandas()
     src, out = Path(src), Path(out)
     try:
         _convert(src, out, bad_lines == "skip")
@@ -211,6 +234,7 @@ def plan_command(preset, config, dataset_dir, seconds_per_step, overrides) -> No
     Needs the built dataset: --dataset DIR (or run.dataset=DIR). With run.dir set, also draw the bucket
     chart and the run's timeline there (plan-*.png).
     """
+    _let_pyarrow_import_pandas()
     from kohaku_prep.train import run
 
     resolved = _resolve(preset, config, overrides, **{"run.dataset": dataset_dir})
@@ -245,6 +269,7 @@ def train(preset, config, dataset_dir, run_dir, model, check, dry_run, resume, f
     A stopped or crashed run continues at its first unfinished part when the same command runs again.
     Exits 1 when a preflight check fails (--check and --dry-run included), launching nothing.
     """
+    _let_pyarrow_import_pandas()
     from kohaku_prep.train import chain, run
     from kohaku_prep.train.resume import check_continuation
 
@@ -305,6 +330,7 @@ def train(preset, config, dataset_dir, run_dir, model, check, dry_run, resume, f
                                            "learning rate, seconds per step and images per second over all parts.")
 def status(run_dir, losses, plot) -> None:
     """Where a run stands: its part, cumulative step, elapsed time, speed, ETA and last losses."""
+    _let_pyarrow_import_pandas()
     from kohaku_prep.train import status as status_module
 
     click.echo("\n".join(status_module.status_lines(Path(run_dir), losses)))

@@ -1,10 +1,15 @@
 """The command line: one-line errors with a non-zero exit, and the commands a user types."""
+import os
 import re
+import signal
 import tomllib
 
+import pyarrow
+import pytest
 from click.testing import CliRunner
 from helpers import GOLDEN, preset_golden
 
+from kohaku_prep import cli
 from kohaku_prep.cli import main
 from kohaku_prep.preset import PRESET_DIR, shipped_presets
 
@@ -109,3 +114,21 @@ def test_train_refuses_to_launch_when_preflight_fails(sample_dataset, tmp_path):
     assert result.exit_code == 1 and "preflight checks failed; nothing was launched" in result.output
     check = run("train", "--check", f"run.dataset={sample_dataset}", f"run.dir={tmp_path / 'run2'}")
     assert check.exit_code == 1 and not (tmp_path / "run2").exists()
+
+
+def test_a_ctrl_c_during_pyarrows_pandas_import_is_held_back_then_raised(monkeypatch):
+    # pyarrow swallows an interrupt inside that import (and leaves the import lock held): the Ctrl-C must
+    # reach the import finished, and stop the command right after it
+    finished = []
+
+    class Array:
+        def to_numpy(self, zero_copy_only):
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(zero_copy_only)
+
+    monkeypatch.setattr(pyarrow, "array", lambda values: Array())
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        cli._let_pyarrow_import_pandas()
+    assert finished == [False]
+    assert signal.getsignal(signal.SIGINT) is before
